@@ -1,0 +1,169 @@
+//! `example.com/v1`: the hub and storage version of the `Database` custom resource.
+//!
+//! Every spec field is optional on the wire because the mutating webhook fills the defaults
+//! (see [`crate::defaulting`]); code that needs concrete values should go through
+//! [`crate::resolved::resolve`] instead of unwrapping fields itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition type: the database accepts connections on every desired replica.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: at least one replica accepts connections.
+pub const CONDITION_AVAILABLE: &str = "Available";
+/// Condition type: the operator is rolling out a change.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type: running with reduced capacity or a refused change.
+pub const CONDITION_DEGRADED: &str = "Degraded";
+
+/// Desired state of a managed database.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Database",
+    plural = "databases",
+    shortname = "db",
+    namespaced,
+    status = "DatabaseStatus",
+    doc = "A managed PostgreSQL or MySQL database.",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Database engine. Cannot change after creation. Defaults to `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+    /// Number of database instances, 1 to 10. Defaults to 1 (3 in production namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Engine version as `x.y.z`. Defaults to the catalog default for the engine. Never goes down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Size of each replica's volume as a Kubernetes quantity (at least `1Gi`). Never shrinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<Quantity>,
+    /// StorageClass for the volumes; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Backup schedule in Kubernetes CronJob syntax (five fields or an `@` macro).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<String>,
+    /// Compute resources for each database container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Engine configuration parameters (at most 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+/// Supported database engines.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL.
+    Mysql,
+}
+
+impl Engine {
+    /// All engines, in a stable order.
+    pub const ALL: [Engine; 2] = [Engine::Postgres, Engine::Mysql];
+
+    /// The port the engine listens on inside the pod.
+    pub fn default_port(&self) -> i32 {
+        match self {
+            Engine::Postgres => 5432,
+            Engine::Mysql => 3306,
+        }
+    }
+
+    /// The wire name (`postgres`, `mysql`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+        }
+    }
+
+    /// The other engine; used for "did you mean" hints.
+    pub fn other(&self) -> Engine {
+        match self {
+            Engine::Postgres => Engine::Mysql,
+            Engine::Mysql => Engine::Postgres,
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Observed state, written only by the reconciler through the status subresource.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// Ready, Available, Progressing, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Replicas that pass their readiness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// High-level summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// When the most recent backup succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<Time>,
+    /// Connection endpoints (`host:port`) for clients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    /// Human-readable explanation of the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// High-level lifecycle phase.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum Phase {
+    /// Accepted, children not ready yet.
+    Pending,
+    /// Serving.
+    Running,
+    /// Cannot make progress without user action.
+    Failed,
+    /// Being deleted.
+    Terminating,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Failed => "Failed",
+            Phase::Terminating => "Terminating",
+        })
+    }
+}
