@@ -1,0 +1,338 @@
+//! HTTP routing and input bounds for the admission server.
+//!
+//! Every request ends in a response with a meaningful status; nothing on this path unwraps or
+//! panics (the `api` rules are additionally run under `catch_unwind`, so a bug there becomes a
+//! 500 for one request rather than a dropped connection):
+//!
+//! | condition                                   | status |
+//! |---------------------------------------------|--------|
+//! | unknown path                                | 404    |
+//! | wrong method (POST webhooks, GET probes)    | 405 + `Allow` |
+//! | webhook body without `application/json`     | 415    |
+//! | body over [`Limits::max_body_bytes`]        | 413 (checked on `Content-Length` and while reading) |
+//! | body not received within the body timeout   | 408    |
+//! | not an AdmissionReview / ConversionReview   | 400 + message |
+//! | whole request over the request timeout      | 503    |
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+
+use api::catalog::Catalog;
+
+use crate::conversion;
+use crate::metrics::{Decision, Metrics, Operation};
+use crate::namespaces::NamespaceCache;
+use crate::review::{self, Webhook};
+
+/// Bounds on every input and on shutdown.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest accepted request body (the API server's own limit is 3 MiB).
+    pub max_body_bytes: usize,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time allowed for HTTP/1 request headers (also closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// Time allowed for receiving a request body once headers are in.
+    pub body_read_timeout: Duration,
+    /// Time allowed for a whole webhook request, body included.
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before dropping connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 3 * 1024 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Everything a request needs: the rules' catalog, namespace labels, metrics, bounds.
+pub struct Admission {
+    pub catalog: Catalog,
+    pub namespaces: NamespaceCache,
+    pub metrics: Metrics,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("namespaces", &self.namespaces)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admission {
+    pub fn new(catalog: Catalog, namespaces: NamespaceCache, limits: Limits) -> Self {
+        Admission {
+            catalog,
+            namespaces,
+            metrics: Metrics::new(),
+            limits,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Webhook(Operation),
+    Healthz,
+    Readyz,
+    Metrics,
+}
+
+fn route(path: &str) -> Option<Route> {
+    Some(match path {
+        "/validate" => Route::Webhook(Operation::Validate),
+        "/mutate" => Route::Webhook(Operation::Mutate),
+        "/convert" => Route::Webhook(Operation::Convert),
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/metrics" => Route::Metrics,
+        _ => return None,
+    })
+}
+
+/// Response body type of the server.
+pub type ResponseBody = Full<Bytes>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, message: impl std::fmt::Display) -> Response<ResponseBody> {
+    respond(status, "text/plain; charset=utf-8", format!("{message}\n"))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut response = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format_args!("method not allowed; use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// Handles one request. Never fails: every problem is an HTTP status.
+pub async fn handle<B>(app: &Admission, req: Request<B>) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let start = Instant::now();
+    let path = req.uri().path();
+    let Some(route) = route(path) else {
+        return text(StatusCode::NOT_FOUND, format_args!("no such path: {path}"));
+    };
+    let probe_method = matches!(*req.method(), Method::GET | Method::HEAD);
+    match route {
+        Route::Healthz | Route::Readyz | Route::Metrics if !probe_method => {
+            method_not_allowed("GET, HEAD")
+        }
+        Route::Healthz => text(StatusCode::OK, "ok"),
+        Route::Readyz if app.namespaces.is_ready() => text(StatusCode::OK, "ready"),
+        Route::Readyz => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: namespace cache has not synced",
+        ),
+        Route::Metrics => match app.metrics.encode() {
+            Ok(body) => respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body,
+            ),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format_args!("metrics: {e}")),
+        },
+        Route::Webhook(operation) => {
+            let (response, decision) =
+                match tokio::time::timeout(app.limits.request_timeout, webhook(app, operation, req, start))
+                    .await
+                {
+                    Ok(done) => done,
+                    Err(_) => {
+                        tracing::warn!(webhook = operation.as_str(), timeout_ms = app.limits.request_timeout.as_millis() as u64, "request timed out");
+                        (
+                            text(StatusCode::SERVICE_UNAVAILABLE, "request timed out"),
+                            Decision::Error,
+                        )
+                    }
+                };
+            app.metrics.observe(operation, decision, start.elapsed());
+            response
+        }
+    }
+}
+
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn webhook<B>(
+    app: &Admission,
+    operation: Operation,
+    req: Request<B>,
+    start: Instant,
+) -> (Response<ResponseBody>, Decision)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let error = |response| (response, Decision::Error);
+    if req.method() != Method::POST {
+        return error(method_not_allowed("POST"));
+    }
+    if !is_json(req.headers().get(CONTENT_TYPE)) {
+        return error(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be application/json",
+        ));
+    }
+    let max = app.limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return error(too_large(max));
+    }
+    let body = match tokio::time::timeout(
+        app.limits.body_read_timeout,
+        Limited::new(req.into_body(), max).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return error(too_large(max))
+        }
+        Ok(Err(e)) => {
+            return error(text(
+                StatusCode::BAD_REQUEST,
+                format_args!("failed to read request body: {e}"),
+            ))
+        }
+        Err(_) => {
+            return error(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            ))
+        }
+    };
+    match operation {
+        Operation::Validate => admission(app, Webhook::Validate, &body, start),
+        Operation::Mutate => admission(app, Webhook::Mutate, &body, start),
+        Operation::Convert => convert(&body, start),
+    }
+}
+
+fn too_large(max: usize) -> Response<ResponseBody> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format_args!("request body exceeds {max} bytes"),
+    )
+}
+
+fn internal_error(what: &str) -> (Response<ResponseBody>, Decision) {
+    tracing::error!(webhook = what, "rule evaluation panicked; answering 500");
+    (
+        text(StatusCode::INTERNAL_SERVER_ERROR, "internal error while evaluating the review"),
+        Decision::Error,
+    )
+}
+
+fn admission(
+    app: &Admission,
+    webhook: Webhook,
+    body: &[u8],
+    start: Instant,
+) -> (Response<ResponseBody>, Decision) {
+    let name = match webhook {
+        Webhook::Validate => "validate",
+        Webhook::Mutate => "mutate",
+    };
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        review::review(webhook, body, &app.catalog, &app.namespaces)
+    }));
+    match outcome {
+        Ok(Ok(decided)) => {
+            tracing::info!(
+                webhook = name,
+                uid = %decided.uid,
+                namespace = %decided.namespace,
+                name = %decided.name,
+                operation = decided.operation,
+                allowed = decided.allowed,
+                patch_ops = decided.patch_ops,
+                warnings = decided.warnings,
+                latency_us = start.elapsed().as_micros() as u64,
+                "admission decision"
+            );
+            let decision = if decided.allowed {
+                Decision::Allowed
+            } else {
+                Decision::Denied
+            };
+            (respond(StatusCode::OK, "application/json", decided.body), decision)
+        }
+        Ok(Err(bad)) => {
+            tracing::warn!(webhook = name, error = %bad, latency_us = start.elapsed().as_micros() as u64, "malformed review");
+            (text(StatusCode::BAD_REQUEST, &bad), Decision::Error)
+        }
+        Err(_) => internal_error(name),
+    }
+}
+
+fn convert(body: &[u8], start: Instant) -> (Response<ResponseBody>, Decision) {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| conversion::convert_review(body)));
+    match outcome {
+        Ok(Ok(converted)) => {
+            tracing::info!(
+                webhook = "convert",
+                uid = %converted.uid,
+                desired_api_version = %converted.desired_api_version,
+                objects = converted.objects,
+                allowed = converted.success,
+                message = %converted.message,
+                latency_us = start.elapsed().as_micros() as u64,
+                "conversion decision"
+            );
+            let decision = if converted.success {
+                Decision::Allowed
+            } else {
+                Decision::Denied
+            };
+            (respond(StatusCode::OK, "application/json", converted.body), decision)
+        }
+        Ok(Err(bad)) => {
+            tracing::warn!(webhook = "convert", error = %bad, latency_us = start.elapsed().as_micros() as u64, "malformed conversion review");
+            (text(StatusCode::BAD_REQUEST, &bad), Decision::Error)
+        }
+        Err(_) => internal_error("convert"),
+    }
+}
