@@ -87,7 +87,8 @@ impl Line {
 }
 
 fn parse_component(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
         return None;
     }
     s.parse().ok()
@@ -247,7 +248,8 @@ impl Catalog {
         let mut lines = Vec::new();
         for lf in &ef.lines {
             let line = Line::parse(&lf.line).ok_or_else(|| bad_line(&lf.line))?;
-            let minimum = parse_xyz(&lf.minimum).ok_or_else(|| bad_version("minimum", &lf.minimum))?;
+            let minimum =
+                parse_xyz(&lf.minimum).ok_or_else(|| bad_version("minimum", &lf.minimum))?;
             if !line.contains(&minimum) {
                 return Err(inconsistent(format!(
                     "minimum {minimum} is not in line {line}"
@@ -266,7 +268,10 @@ impl Catalog {
         for (i, a) in lines.iter().enumerate() {
             for b in &lines[i + 1..] {
                 if a.line.contains(&b.minimum) || b.line.contains(&a.minimum) {
-                    return Err(inconsistent(format!("lines {} and {} overlap", a.line, b.line)));
+                    return Err(inconsistent(format!(
+                        "lines {} and {} overlap",
+                        a.line, b.line
+                    )));
                 }
             }
         }
@@ -469,20 +474,38 @@ mod tests {
     #[test]
     fn support_explains_why_a_version_is_not_supported() {
         let c = Catalog::builtin();
-        assert_eq!(c.support(Engine::Postgres, &v("17.7.1")), Support::NonZeroPatch);
+        assert_eq!(
+            c.support(Engine::Postgres, &v("17.7.1")),
+            Support::NonZeroPatch
+        );
         assert_eq!(
             c.support(Engine::Mysql, &v("5.7.44")),
-            Support::Retired(Line { major: 5, minor: Some(7) })
+            Support::Retired(Line {
+                major: 5,
+                minor: Some(7)
+            })
         );
-        assert_eq!(c.support(Engine::Postgres, &v("13.1.0")), Support::Retired(Line { major: 13, minor: None }));
+        assert_eq!(
+            c.support(Engine::Postgres, &v("13.1.0")),
+            Support::Retired(Line {
+                major: 13,
+                minor: None
+            })
+        );
         assert_eq!(c.support(Engine::Postgres, &v("42.0.0")), Support::Unknown);
     }
 
     #[test]
     fn images_use_the_engines_real_tag_scheme() {
         let c = Catalog::builtin();
-        assert_eq!(c.image(Engine::Postgres, &v("17.7.0")).as_deref(), Some("postgres:17.7"));
-        assert_eq!(c.image(Engine::Mysql, &v("8.4.7")).as_deref(), Some("mysql:8.4.7"));
+        assert_eq!(
+            c.image(Engine::Postgres, &v("17.7.0")).as_deref(),
+            Some("postgres:17.7")
+        );
+        assert_eq!(
+            c.image(Engine::Mysql, &v("8.4.7")).as_deref(),
+            Some("mysql:8.4.7")
+        );
         assert_eq!(c.image(Engine::Mysql, &v("5.7.44")), None);
     }
 
@@ -502,11 +525,18 @@ mod tests {
             (Engine::Mysql, "8.4.7", "8.0.44", false),
         ];
         for (e, from, to, want) in cases {
-            assert_eq!(c.upgrade_allowed(e, &v(from), &v(to)), want, "{e} {from} -> {to}");
+            assert_eq!(
+                c.upgrade_allowed(e, &v(from), &v(to)),
+                want,
+                "{e} {from} -> {to}"
+            );
         }
         assert_eq!(
             c.upgrade_targets(Engine::Postgres, &v("14.1.0")),
-            vec![Line { major: 15, minor: None }]
+            vec![Line {
+                major: 15,
+                minor: None
+            }]
         );
     }
 
@@ -532,9 +562,15 @@ engines:
         let c = Catalog::from_yaml(yaml).unwrap();
         assert_eq!(c.default_version(Engine::Postgres), &v("16.4.0"));
         assert!(!c.supports(Engine::Postgres, &v("16.1.0")));
-        assert_eq!(c.support(Engine::Postgres, &v("16.1.0")), Support::BelowMinimum(v("16.2.0")));
+        assert_eq!(
+            c.support(Engine::Postgres, &v("16.1.0")),
+            Support::BelowMinimum(v("16.2.0"))
+        );
         assert_eq!(c.deprecation(Engine::Postgres, &v("17.1.0")), Some("test"));
-        assert_eq!(c.image(Engine::Mysql, &v("8.4.3")).as_deref(), Some("registry.local/mysql:8.4.3"));
+        assert_eq!(
+            c.image(Engine::Mysql, &v("8.4.3")).as_deref(),
+            Some("registry.local/mysql:8.4.3")
+        );
         assert!(c.upgrade_allowed(Engine::Postgres, &v("16.4.0"), &v("17.0.0")));
     }
 

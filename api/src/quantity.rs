@@ -169,7 +169,11 @@ pub fn parse(s: &str) -> Result<ParsedQuantity, QuantityError> {
             let rest = other
                 .strip_prefix('e')
                 .or_else(|| other.strip_prefix('E'))
-                .ok_or_else(|| invalid("unknown suffix (binary: Ki Mi Gi Ti Pi Ei; decimal: n u m k M G T P E)"))?;
+                .ok_or_else(|| {
+                    invalid(
+                        "unknown suffix (binary: Ki Mi Gi Ti Pi Ei; decimal: n u m k M G T P E)",
+                    )
+                })?;
             let digits = rest
                 .strip_prefix('-')
                 .or_else(|| rest.strip_prefix('+'))
@@ -180,7 +184,9 @@ pub fn parse(s: &str) -> Result<ParsedQuantity, QuantityError> {
             if digits.len() > 6 {
                 return Err(too_large());
             }
-            let e: i64 = rest.parse().map_err(|_| invalid("the exponent is not an integer"))?;
+            let e: i64 = rest
+                .parse()
+                .map_err(|_| invalid("the exponent is not an integer"))?;
             (e, 0)
         }
     };
@@ -311,7 +317,13 @@ mod tests {
 
     #[test]
     fn values_beyond_int64_are_rejected_as_too_large() {
-        for input in ["9223372036854775808", "8Ei", "1e19", "1e999999", "99999999999999999999999999999999999999999"] {
+        for input in [
+            "9223372036854775808",
+            "8Ei",
+            "1e19",
+            "1e999999",
+            "99999999999999999999999999999999999999999",
+        ] {
             assert!(
                 matches!(parse(input), Err(QuantityError::TooLarge { .. })),
                 "{input:?} -> {:?}",
