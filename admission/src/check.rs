@@ -74,14 +74,12 @@ pub fn check_files(
         Some(old_value) => {
             let path = old.unwrap_or(new);
             let (defaulted, _) = defaulted(old_value, catalog, &ctx);
-            Some(
-                serde_json::from_value::<Database>(defaulted).map_err(|e| {
-                    CheckError::NotDatabase {
-                        path: path.to_owned(),
-                        message: e.to_string(),
-                    }
-                })?,
-            )
+            Some(serde_json::from_value::<Database>(defaulted).map_err(|e| {
+                CheckError::NotDatabase {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                }
+            })?)
         }
         None => None,
     };
@@ -103,7 +101,10 @@ fn manifest(text: &str, path: &Path) -> Result<Value, CheckError> {
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if kind != "Database" || !api_version.starts_with("example.com/") {
         return Err(not_database(format!(
             "expected apiVersion example.com/v1 and kind Database, got apiVersion {api_version:?} and kind {kind:?}"
@@ -155,7 +156,9 @@ pub fn evaluate(
                 allowed: false,
                 patch,
                 warnings: Vec::new(),
-                errors: vec![format!("object is not a valid {HUB_API_VERSION} Database: {e}")],
+                errors: vec![format!(
+                    "object is not a valid {HUB_API_VERSION} Database: {e}"
+                )],
             }
         }
     };

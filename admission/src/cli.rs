@@ -10,7 +10,11 @@ use crate::logging::LogFormat;
 use crate::router::Limits;
 
 #[derive(Debug, Parser)]
-#[command(name = "admission", version, about = "Admission and conversion webhooks for example.com Databases")]
+#[command(
+    name = "admission",
+    version,
+    about = "Admission and conversion webhooks for example.com Databases"
+)]
 pub struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "ADMISSION_LOG_FORMAT")]
@@ -179,7 +183,14 @@ mod tests {
     #[test]
     fn kubeconfig_and_no_cluster_conflict() {
         let parsed = Cli::try_parse_from([
-            "admission", "serve", "--tls-cert", "c", "--tls-key", "k", "--kubeconfig", "x",
+            "admission",
+            "serve",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--kubeconfig",
+            "x",
             "--no-cluster",
         ]);
         assert!(parsed.is_err());

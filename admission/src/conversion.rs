@@ -64,8 +64,7 @@ pub fn convert_review(body: &[u8]) -> Result<Converted, BadConversionReview> {
             message,
         ),
     };
-    let body =
-        serde_json::to_vec(&response.into_review()).map_err(BadConversionReview::Encode)?;
+    let body = serde_json::to_vec(&response.into_review()).map_err(BadConversionReview::Encode)?;
     Ok(Converted {
         body,
         success,

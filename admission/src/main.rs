@@ -114,7 +114,11 @@ fn run_check(args: &CheckArgs) -> ExitCode {
             }
             ExitCode::from(report.exit_code())
         }
-        Err(error @ (CheckError::Read { .. } | CheckError::Yaml { .. } | CheckError::NotDatabase { .. })) => {
+        Err(
+            error @ (CheckError::Read { .. }
+            | CheckError::Yaml { .. }
+            | CheckError::NotDatabase { .. }),
+        ) => {
             eprintln!("error: {error}");
             ExitCode::from(check::EXIT_UNREADABLE)
         }

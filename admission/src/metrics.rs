@@ -64,8 +64,7 @@ struct Labels {
 
 /// Latency buckets from 50µs to 5s: webhook answers are expected in well under a millisecond.
 const BUCKETS: [f64; 14] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-    5.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
 
 /// The registry plus pre-created handles for every (operation, decision) pair.
@@ -107,9 +106,8 @@ impl Metrics {
             operation: o.as_str(),
             decision: d.as_str(),
         };
-        let requests = Operation::ALL.map(|o| {
-            Decision::ALL.map(|d| requests_family.get_or_create_owned(&labels(o, d)))
-        });
+        let requests = Operation::ALL
+            .map(|o| Decision::ALL.map(|d| requests_family.get_or_create_owned(&labels(o, d))));
         let latency = Operation::ALL
             .map(|o| Decision::ALL.map(|d| latency_family.get_or_create_owned(&labels(o, d))));
         Metrics {
@@ -141,8 +139,16 @@ mod tests {
     #[test]
     fn observed_requests_appear_with_operation_and_decision_labels() {
         let metrics = Metrics::new();
-        metrics.observe(Operation::Mutate, Decision::Denied, Duration::from_micros(300));
-        metrics.observe(Operation::Mutate, Decision::Denied, Duration::from_micros(300));
+        metrics.observe(
+            Operation::Mutate,
+            Decision::Denied,
+            Duration::from_micros(300),
+        );
+        metrics.observe(
+            Operation::Mutate,
+            Decision::Denied,
+            Duration::from_micros(300),
+        );
         let text = metrics.encode().unwrap();
         assert!(
             text.contains(r#"admission_requests_total{operation="mutate",decision="denied"} 2"#),

@@ -138,8 +138,8 @@ fn parse(body: &[u8]) -> Result<Parsed, BadReview> {
         .ok_or_else(|| BadReview::MalformedRequest("request must be a JSON object".to_owned()))?;
     let object = take_object(fields, "object")?;
     let old_object = take_object(fields, "oldObject")?;
-    let mut request: AdmissionRequest<DynamicObject> = serde_json::from_value(request)
-        .map_err(|e| BadReview::MalformedRequest(e.to_string()))?;
+    let mut request: AdmissionRequest<DynamicObject> =
+        serde_json::from_value(request).map_err(|e| BadReview::MalformedRequest(e.to_string()))?;
     request.types = TypeMeta {
         api_version: REVIEW_API_VERSION.to_owned(),
         kind: REVIEW_KIND.to_owned(),
@@ -238,7 +238,10 @@ fn preflight(parsed: &Parsed) -> Option<AdmissionResponse> {
         ));
     }
     if req.operation == AdmissionOperation::Update && parsed.old_object.is_none() {
-        return Some(bad_request(req, "UPDATE review carries no request.oldObject"));
+        return Some(bad_request(
+            req,
+            "UPDATE review carries no request.oldObject",
+        ));
     }
     None
 }

@@ -111,7 +111,11 @@ fn route(path: &str) -> Option<Route> {
 /// Response body type of the server.
 pub type ResponseBody = Full<Bytes>;
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ResponseBody> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
@@ -163,22 +167,31 @@ where
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 body,
             ),
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format_args!("metrics: {e}")),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format_args!("metrics: {e}"),
+            ),
         },
         Route::Webhook(operation) => {
-            let (response, decision) =
-                match tokio::time::timeout(app.limits.request_timeout, webhook(app, operation, req, start))
-                    .await
-                {
-                    Ok(done) => done,
-                    Err(_) => {
-                        tracing::warn!(webhook = operation.as_str(), timeout_ms = app.limits.request_timeout.as_millis() as u64, "request timed out");
-                        (
-                            text(StatusCode::SERVICE_UNAVAILABLE, "request timed out"),
-                            Decision::Error,
-                        )
-                    }
-                };
+            let (response, decision) = match tokio::time::timeout(
+                app.limits.request_timeout,
+                webhook(app, operation, req, start),
+            )
+            .await
+            {
+                Ok(done) => done,
+                Err(_) => {
+                    tracing::warn!(
+                        webhook = operation.as_str(),
+                        timeout_ms = app.limits.request_timeout.as_millis() as u64,
+                        "request timed out"
+                    );
+                    (
+                        text(StatusCode::SERVICE_UNAVAILABLE, "request timed out"),
+                        Decision::Error,
+                    )
+                }
+            };
             app.metrics.observe(operation, decision, start.elapsed());
             response
         }
@@ -261,7 +274,10 @@ fn too_large(max: usize) -> Response<ResponseBody> {
 fn internal_error(what: &str) -> (Response<ResponseBody>, Decision) {
     tracing::error!(webhook = what, "rule evaluation panicked; answering 500");
     (
-        text(StatusCode::INTERNAL_SERVER_ERROR, "internal error while evaluating the review"),
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while evaluating the review",
+        ),
         Decision::Error,
     )
 }
@@ -298,7 +314,10 @@ fn admission(
             } else {
                 Decision::Denied
             };
-            (respond(StatusCode::OK, "application/json", decided.body), decision)
+            (
+                respond(StatusCode::OK, "application/json", decided.body),
+                decision,
+            )
         }
         Ok(Err(bad)) => {
             tracing::warn!(webhook = name, error = %bad, latency_us = start.elapsed().as_micros() as u64, "malformed review");
@@ -327,7 +346,10 @@ fn convert(body: &[u8], start: Instant) -> (Response<ResponseBody>, Decision) {
             } else {
                 Decision::Denied
             };
-            (respond(StatusCode::OK, "application/json", converted.body), decision)
+            (
+                respond(StatusCode::OK, "application/json", converted.body),
+                decision,
+            )
         }
         Ok(Err(bad)) => {
             tracing::warn!(webhook = "convert", error = %bad, latency_us = start.elapsed().as_micros() as u64, "malformed conversion review");

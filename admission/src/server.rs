@@ -113,10 +113,19 @@ pub async fn serve(
     }
     drop(listener);
     let open = graceful.count();
-    tracing::info!(connections = open, "shutting down: draining in-flight requests");
+    tracing::info!(
+        connections = open,
+        "shutting down: draining in-flight requests"
+    );
     let grace = app.limits.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; dropping remaining connections");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "shutdown grace period over; dropping remaining connections"
+        );
     }
     tracing::info!("admission server stopped");
     Ok(())

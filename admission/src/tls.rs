@@ -32,7 +32,9 @@ pub enum TlsError {
     CertificatePem { path: PathBuf, message: String },
     #[error("certificate file {path} contains no CERTIFICATE block")]
     NoCertificate { path: PathBuf },
-    #[error("key file {path} contains no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {message}")]
+    #[error(
+        "key file {path} contains no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {message}"
+    )]
     Key { path: PathBuf, message: String },
     #[error("key file {key} does not belong to certificate {cert}: {message}")]
     Mismatch {
@@ -186,8 +188,8 @@ mod tests {
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = load_certified_key(Path::new("/nonexistent/tls.crt"), Path::new("/x"))
-            .unwrap_err();
+        let err =
+            load_certified_key(Path::new("/nonexistent/tls.crt"), Path::new("/x")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
     }
 }
