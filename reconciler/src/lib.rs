@@ -1,1 +1,30 @@
-//! placeholder
+//! The `Database` reconciler: turns a `Database` custom resource into running infrastructure
+//! (credentials Secret, config ConfigMap, StatefulSet, Services, backup CronJob) and reports the
+//! observed truth back into its status.
+//!
+//! Data flows one way: `watch -> api rules (guard) -> desired objects -> server-side apply -> status`.
+//! The pure parts (`desired`, `engine`, `status`, `guard`, `drift`, `backoff`) have no I/O and are
+//! unit-tested; `reconcile`, `cleanup`, `leader` and `controller` talk to the API server.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod cleanup;
+pub mod client;
+pub mod controller;
+pub mod desired;
+pub mod drift;
+pub mod engine;
+pub mod error;
+pub mod guard;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+
+pub use error::Error;
+
+/// The one field manager used for every server-side apply this controller makes.
+pub const FIELD_MANAGER: &str = "db-operator";
+/// Finalizer that drives ordered cleanup when a Database is deleted.
+pub const FINALIZER: &str = "example.com/database-cleanup";

@@ -1,0 +1,131 @@
+//! Wiring: the kube-runtime `Controller` over Databases and their owned children, with an
+//! explicit concurrency limit, optionally gated by leader election.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use api::v1::Database;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::leader::LeaderElector;
+use crate::reconcile::{error_policy, reconcile, Context};
+
+/// Scope and limits of one controller instance.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Only this namespace (`None` = all namespaces).
+    pub namespace: Option<String>,
+    /// At most this many reconciles at once (0 = unbounded, not recommended).
+    pub concurrency: u16,
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = scope.namespace.as_deref();
+    // Children are watched by our label only: a smaller cache, and a child whose label was
+    // edited away shows up as deleted, which triggers the owner's reconcile all the same.
+    let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    info!(namespace = ?scope.namespace, concurrency = scope.concurrency, "starting Database controller");
+    Controller::new(api::<Database>(&client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, ns), children.clone())
+        .owns(api::<Service>(&client, ns), children.clone())
+        .owns(api::<ConfigMap>(&client, ns), children.clone())
+        .owns(api::<Secret>(&client, ns), children.clone())
+        .owns(api::<CronJob>(&client, ns), children)
+        .with_config(ControllerConfig::default().concurrency(scope.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, action)) => debug!(object = %obj, ?action, "reconcile finished"),
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    debug!(object = %obj, "object gone before reconcile")
+                }
+                Err(e) => warn!(error = %e, "controller stream error"),
+            }
+        })
+        .await;
+    info!("Database controller stopped");
+}
+
+/// Why a replica stopped reconciling.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    Shutdown,
+    LostLeadership,
+}
+
+/// Campaigns for leadership and runs the controller only while leading. Returns
+/// `LostLeadership` if the Lease was lost (the process should exit and be restarted so no two
+/// replicas ever act at once), or `Shutdown` when `shutdown` fires.
+pub async fn run_with_leader_election(
+    ctx: Arc<Context>,
+    scope: Scope,
+    elector: LeaderElector,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Stopped {
+    let (tx, mut rx) = watch::channel(false);
+    let identity = elector.identity().to_owned();
+    let metrics = Some(ctx.metrics.clone());
+    let campaign = tokio::spawn(elector.run(tx, metrics));
+    tokio::pin!(shutdown);
+    info!(%identity, "waiting for leadership");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => { campaign.abort(); return Stopped::Shutdown; }
+            changed = rx.changed() => {
+                if changed.is_err() { campaign.abort(); return Stopped::LostLeadership; }
+                if *rx.borrow() { break; }
+            }
+        }
+    }
+    info!(%identity, "leading: starting controller");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stop_rx2 = stop_rx.clone();
+    let controller = tokio::spawn(run_controller(ctx.clone(), scope, async move {
+        let _ = stop_rx2.wait_for(|s| *s).await;
+    }));
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Stopped::Shutdown,
+            changed = rx.changed() => {
+                if changed.is_err() || !*rx.borrow() { break Stopped::LostLeadership; }
+            }
+        }
+    };
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
+    if outcome == Stopped::LostLeadership {
+        // Stop immediately: another replica may already be acting.
+        controller.abort();
+    } else {
+        let _ = controller.await;
+    }
+    campaign.abort();
+    ctx.metrics.leader.set(0);
+    outcome
+}
