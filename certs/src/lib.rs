@@ -8,6 +8,7 @@
 pub mod error;
 pub mod generate;
 pub mod resolver;
+pub mod rotation;
 
 pub use error::{CertError, StoreError};
 pub use resolver::{ReloadOutcome, ReloadingResolver};
