@@ -9,6 +9,7 @@ pub mod error;
 pub mod generate;
 pub mod resolver;
 pub mod rotation;
+pub mod store;
 
 pub use error::{CertError, StoreError};
 pub use resolver::{ReloadOutcome, ReloadingResolver};
