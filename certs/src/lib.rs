@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod generate;
+pub mod inject;
 pub mod resolver;
 pub mod rotation;
 pub mod store;
