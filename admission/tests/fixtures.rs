@@ -46,11 +46,15 @@ fn load(dir: &str) -> Vec<Fixture> {
             continue;
         };
         let read = |p: &Path| -> Value {
-            let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let text =
+                std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         };
         let expected_path = dir.join(format!("{name}.expected.json"));
-        assert!(expected_path.exists(), "{name}: no expected response beside the request");
+        assert!(
+            expected_path.exists(),
+            "{name}: no expected response beside the request"
+        );
         fixtures.push(Fixture {
             name: name.to_owned(),
             request: read(&path),
@@ -81,7 +85,10 @@ fn namespace_cache() -> NamespaceCache {
         PRODUCTION_NS,
         &[("environment", "production")],
     )));
-    writer.apply_watcher_event(&Event::InitApply(namespace(PLAIN_NS, &[("environment", "dev")])));
+    writer.apply_watcher_event(&Event::InitApply(namespace(
+        PLAIN_NS,
+        &[("environment", "dev")],
+    )));
     writer.apply_watcher_event(&Event::InitDone);
     NamespaceCache::Watched {
         store,
@@ -91,12 +98,21 @@ fn namespace_cache() -> NamespaceCache {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Every way `answer` differs from `expected` for an AdmissionReview fixture.
-fn admission_mismatches(request: &Value, expected: &Value, status: StatusCode, body: &Value) -> Vec<String> {
+fn admission_mismatches(
+    request: &Value,
+    expected: &Value,
+    status: StatusCode,
+    body: &Value,
+) -> Vec<String> {
     let mut out = Vec::new();
     if status != StatusCode::OK {
         return vec![format!("HTTP status {status}, expected 200")];
@@ -112,13 +128,19 @@ fn admission_mismatches(request: &Value, expected: &Value, status: StatusCode, b
         return vec!["expectation lacks `allowed`".to_owned()];
     };
     if response["allowed"] != allowed {
-        out.push(format!("allowed is {}, expected {allowed}; status {}", response["allowed"], response["status"]));
+        out.push(format!(
+            "allowed is {}, expected {allowed}; status {}",
+            response["allowed"], response["status"]
+        ));
     }
     if let Some(status) = expected.get("status") {
         for key in ["code", "reason"] {
             if let Some(want) = status.get(key) {
                 if &response["status"][key] != want {
-                    out.push(format!("status.{key} is {}, expected {want}", response["status"][key]));
+                    out.push(format!(
+                        "status.{key} is {}, expected {want}",
+                        response["status"][key]
+                    ));
                 }
             }
         }
@@ -147,7 +169,9 @@ fn admission_mismatches(request: &Value, expected: &Value, status: StatusCode, b
                 .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
             match decoded {
                 None => out.push(format!("patch is not base64 JSON: {got}")),
-                Some(patch) if &patch != want => out.push(format!("patch is {patch}, expected {want}")),
+                Some(patch) if &patch != want => {
+                    out.push(format!("patch is {patch}, expected {want}"))
+                }
                 Some(patch) => {
                     // The API server applies it to the object it sent: it must apply cleanly.
                     let mut object = request["request"]["object"].clone();
@@ -182,7 +206,12 @@ fn admission_mismatches(request: &Value, expected: &Value, status: StatusCode, b
 }
 
 /// Every way `answer` differs from `expected` for a ConversionReview fixture.
-fn conversion_mismatches(request: &Value, expected: &Value, status: StatusCode, body: &Value) -> Vec<String> {
+fn conversion_mismatches(
+    request: &Value,
+    expected: &Value,
+    status: StatusCode,
+    body: &Value,
+) -> Vec<String> {
     let mut out = Vec::new();
     if status != StatusCode::OK {
         return vec![format!("HTTP status {status}, expected 200")];
@@ -198,11 +227,17 @@ fn conversion_mismatches(request: &Value, expected: &Value, status: StatusCode, 
         return vec!["expectation lacks `result`".to_owned()];
     };
     if response["result"]["status"] != result {
-        out.push(format!("result is {}, expected {result}", response["result"]));
+        out.push(format!(
+            "result is {}, expected {result}",
+            response["result"]
+        ));
     }
     if let Some(want) = expected.get("convertedObjects") {
         if &response["convertedObjects"] != want {
-            out.push(format!("convertedObjects are {}, expected {want}", response["convertedObjects"]));
+            out.push(format!(
+                "convertedObjects are {}, expected {want}",
+                response["convertedObjects"]
+            ));
         }
     } else if result == "Success" {
         out.push("a Success expectation must list convertedObjects".to_owned());
@@ -279,8 +314,12 @@ fn wrong_expectations_are_reported() {
         "response": {"uid": "u1", "allowed": true, "status": {}, "patchType": "JSONPatch",
                      "patch": encoded, "warnings": ["spec.config: x not checked"]}
     });
-    let right = serde_json::json!({"allowed": true, "patch": patch, "warningsContain": ["not checked"]});
-    assert_eq!(admission_mismatches(&request, &right, StatusCode::OK, &body), Vec::<String>::new());
+    let right =
+        serde_json::json!({"allowed": true, "patch": patch, "warningsContain": ["not checked"]});
+    assert_eq!(
+        admission_mismatches(&request, &right, StatusCode::OK, &body),
+        Vec::<String>::new()
+    );
     let wrong = [
         serde_json::json!({"allowed": false, "messageContains": ["x"], "patch": patch, "warningsContain": ["not checked"]}),
         serde_json::json!({"allowed": true, "patch": [{"op": "add", "path": "/spec/replicas", "value": 3}], "warningsContain": ["not checked"]}),
