@@ -281,7 +281,7 @@ fn pg_time_ok(v: &str) -> bool {
 
 fn human_bytes(b: u128) -> String {
     for (unit, size) in [("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return format!("{} {unit}", b / size);
         }
     }
