@@ -1,1 +1,237 @@
-fn main() {}
+//! Load benchmark of the admission server (not a test): the real server in-process over TLS.
+//!
+//! Closed loop: `CONCURRENCY` HTTP/1.1 keep-alive connections, each sending its next request as
+//! soon as the previous answer arrives, for `SECONDS` per endpoint; reports throughput, p50 and
+//! p99 for `/healthz` (baseline), `/validate` and `/mutate` in the same run.
+//! Open loop: requests are scheduled at a fixed 1,000/s regardless of answers (latency counted
+//! from the scheduled time, so queueing is not hidden) and p50/p99/max are reported.
+//!
+//! Run: `cargo bench -p admission --bench throughput` (env: BENCH_SECONDS, BENCH_CONCURRENCY,
+//! BENCH_RATE). Requests are the fixtures `validate/defaulted_postgres_is_allowed` and
+//! `mutate/empty_spec_gets_every_default`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use tokio::sync::Mutex;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fixture(path: &str) -> Bytes {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(path);
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&full).expect("fixture"))
+            .expect("fixture JSON");
+    Bytes::from(serde_json::to_vec(&value).expect("encode"))
+}
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Option<Bytes>,
+}
+
+impl Target {
+    fn request(&self) -> http::Request<ClientBody> {
+        match &self.body {
+            Some(body) => post_json(self.path, body.clone()),
+            None => request(self.method, self.path, None, empty()),
+        }
+    }
+}
+
+struct Stats {
+    requests: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i]
+    };
+    Stats {
+        requests: latencies.len(),
+        elapsed,
+        p50: at(0.50),
+        p99: at(0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn closed_loop(
+    server: &TestServer,
+    target: &Target,
+    concurrency: usize,
+    seconds: u64,
+) -> Stats {
+    let mut senders = Vec::new();
+    for _ in 0..concurrency {
+        senders.push(server.h1().await);
+    }
+    // Warm-up: a few requests per connection.
+    for sender in &mut senders {
+        for _ in 0..20 {
+            let answer = send_h1(sender, target.request()).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "{}: {}",
+                target.name,
+                answer.text()
+            );
+        }
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for mut sender in senders {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(64 * 1024);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let answer = send_h1(&mut sender, target.request()).await;
+                latencies.push(sent.elapsed());
+                if answer.status != StatusCode::OK {
+                    panic!("{}: {}", target.name, answer.text());
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("load task"));
+    }
+    stats(all, start.elapsed())
+}
+
+async fn open_loop(
+    server: &TestServer,
+    target: &Target,
+    rate: u64,
+    seconds: u64,
+    connections: usize,
+) -> Stats {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Instant>(100_000);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let mut sender = server.h1().await;
+        let rx = rx.clone();
+        let target = target.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let scheduled = { rx.lock().await.recv().await };
+                let Some(scheduled) = scheduled else { break };
+                let answer = send_h1(&mut sender, target.request()).await;
+                latencies.push(scheduled.elapsed());
+                assert_eq!(answer.status, StatusCode::OK);
+            }
+            latencies
+        }));
+    }
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    for i in 0..total {
+        let scheduled = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        if tx.send(scheduled).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.expect("worker"));
+    }
+    stats(all, start.elapsed())
+}
+
+fn main() {
+    let seconds: u64 = env_or("BENCH_SECONDS", 5);
+    let concurrency: usize = env_or("BENCH_CONCURRENCY", 32);
+    let rate: u64 = env_or("BENCH_RATE", 1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let server = TestServer::start().await;
+        let targets = [
+            Target { name: "GET /healthz (baseline)", method: "GET", path: "/healthz", body: None },
+            Target {
+                name: "POST /validate",
+                method: "POST",
+                path: "/validate",
+                body: Some(fixture("validate/defaulted_postgres_is_allowed.request.json")),
+            },
+            Target {
+                name: "POST /mutate",
+                method: "POST",
+                path: "/mutate",
+                body: Some(fixture("mutate/empty_spec_gets_every_default.request.json")),
+            },
+        ];
+        println!(
+            "admission server benchmark: TLS 1.3, HTTP/1.1 keep-alive, {} worker threads, {}s per run",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            seconds
+        );
+        println!("\nclosed loop, {concurrency} connections:");
+        println!("{:<26} {:>10} {:>12} {:>9} {:>9} {:>9}", "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "max ms");
+        for target in &targets {
+            let s = closed_loop(&server, target, concurrency, seconds).await;
+            println!(
+                "{:<26} {:>10} {:>12.0} {:>9.3} {:>9.3} {:>9.3}",
+                target.name,
+                s.requests,
+                s.requests as f64 / s.elapsed.as_secs_f64(),
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.max)
+            );
+        }
+        println!("\nopen loop, {rate} req/s scheduled (latency from scheduled send time), 8 connections:");
+        println!("{:<26} {:>10} {:>12} {:>9} {:>9} {:>9}", "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "max ms");
+        for target in &targets[1..] {
+            let s = open_loop(&server, target, rate, seconds, 8).await;
+            println!(
+                "{:<26} {:>10} {:>12.0} {:>9.3} {:>9.3} {:>9.3}",
+                target.name,
+                s.requests,
+                s.requests as f64 / s.elapsed.as_secs_f64(),
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.max)
+            );
+        }
+        server.stop().await;
+    });
+}
