@@ -5,12 +5,16 @@
 //! ([`manager`]).
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod error;
 pub mod generate;
 pub mod inject;
+pub mod manager;
 pub mod resolver;
 pub mod rotation;
 pub mod store;
 
+pub use config::CertConfig;
 pub use error::{CertError, StoreError};
+pub use manager::{CertManager, Readiness};
 pub use resolver::{ReloadOutcome, ReloadingResolver};

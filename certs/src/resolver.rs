@@ -117,6 +117,28 @@ impl ReloadingResolver {
         }))
     }
 
+    /// Like [`from_files`](Self::from_files) but retries every 500 ms until the files hold a
+    /// valid pair or `timeout` passes (then returns the last error). For a pod whose Secret
+    /// volume is `optional` and not yet populated, or a host run whose manager writes the files.
+    pub async fn from_files_when_ready(
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, CertError> {
+        let (cert_path, key_path) = (cert_path.into(), key_path.into());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match Self::from_files(&cert_path, &key_path) {
+                Ok(resolver) => return Ok(resolver),
+                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+                Err(err) => {
+                    debug!(error = %err, "certificate files not ready yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
     /// Builds a resolver from in-memory PEM (chain and key); it has no files to reload, but
     /// [`replace_pem`](Self::replace_pem) swaps it.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Self>, CertError> {
@@ -490,6 +512,32 @@ mod tests {
                 "{name}: error {err:?} should contain {want:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn waiting_for_files_succeeds_once_they_appear_and_times_out_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let err = ReloadingResolver::from_files_when_ready(&cert, &key, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+
+        let pair = leaf(&ca());
+        let path = dir.path().to_path_buf();
+        let writer = {
+            let pair = pair.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                write_pair(&path, &pair);
+            })
+        };
+        let resolver =
+            ReloadingResolver::from_files_when_ready(&cert, &key, Duration::from_secs(10))
+                .await
+                .unwrap();
+        writer.await.unwrap();
+        assert_eq!(resolver.fingerprint(), fp(&pair));
     }
 
     #[test]
