@@ -20,8 +20,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => match run_serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
+                // Logged (not printed) so JSON log pipelines see it; stderr either way.
                 tracing::error!(%error, "admission server failed");
-                eprintln!("error: {error}");
                 ExitCode::FAILURE
             }
         },

@@ -59,8 +59,10 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let builder = Arc::new(http_builder(&app));
     let graceful = GracefulShutdown::new();
-    let local = listener.local_addr().ok();
-    tracing::info!(listen = ?local, "admission server listening");
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(listen = %addr, "admission server listening"),
+        Err(error) => tracing::warn!(%error, "admission server listening on an unknown address"),
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
