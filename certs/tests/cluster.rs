@@ -1,0 +1,416 @@
+//! Integration tests against the local control plane (`deploy/local/up`, via `testkit`):
+//! concurrent managers converge on one Secret, deleted state is repaired without a restart,
+//! and forced leaf and CA rotations keep the served certificate trusted by the injected bundle
+//! at every moment.
+//!
+//! Each test uses a fresh namespace and its own cluster-scoped webhook configurations, named
+//! after the namespace. Those configurations can never intercept anything: their rules name a
+//! resource that does not exist and their namespace selector matches no namespace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::generate::{cert_info_pem, verify_against};
+use certs::store::{StoredCerts, ANNOTATION_FORCE, ANNOTATION_PHASE};
+use certs::{CertConfig, CertManager, ReloadingResolver};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::json;
+use testkit::{cluster, wait_for, NotYet, TestNamespace};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    ns: TestNamespace,
+    config: CertConfig,
+    cert_dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Fixture {
+        let ns = cluster().await.unwrap().namespace(prefix).await.unwrap();
+        let cert_dir = tempfile::tempdir().unwrap();
+        let name = format!("certs-it-{}", ns.name());
+        let mut config = CertConfig::defaults();
+        config.cert_namespace = ns.name().to_string();
+        config.cert_secret = "webhook-tls".into();
+        config.webhook_service = "webhook".into();
+        config.validating_webhook_configs = vec![name.clone()];
+        config.mutating_webhook_configs = vec![name.clone()];
+        config.crd_name = String::new();
+        config.cert_dir = cert_dir.path().to_path_buf();
+        config.write_cert_dir = Some(true);
+        config.bundle_propagation = Duration::from_secs(1);
+        config.secret_propagation = Duration::from_secs(3);
+        config.cert_resync = Duration::from_secs(5);
+        let fixture = Fixture {
+            ns,
+            config,
+            cert_dir,
+        };
+        fixture.create_webhook_configs().await;
+        fixture
+    }
+
+    fn name(&self) -> String {
+        self.config.validating_webhook_configs[0].clone()
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        self.ns.api()
+    }
+
+    fn validating(&self) -> Api<ValidatingWebhookConfiguration> {
+        Api::all(self.ns.client())
+    }
+
+    fn mutating(&self) -> Api<MutatingWebhookConfiguration> {
+        Api::all(self.ns.client())
+    }
+
+    async fn create_webhook_configs(&self) {
+        let entry = |hook: &str, path: &str| {
+            json!({
+                "name": hook,
+                "clientConfig": {"url": format!("https://127.0.0.1:1/{path}")},
+                "rules": [{"apiGroups": ["certs-it.invalid"], "apiVersions": ["v1"],
+                           "operations": ["CREATE"], "resources": ["nothings"]}],
+                "namespaceSelector": {"matchLabels": {"certs-it/never": "true"}},
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 1,
+            })
+        };
+        let vwc: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": self.name()},
+            "webhooks": [entry("a.certs-it.invalid", "validate"), entry("b.certs-it.invalid", "validate")],
+        }))
+        .unwrap();
+        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": self.name()},
+            "webhooks": [entry("m.certs-it.invalid", "mutate")],
+        }))
+        .unwrap();
+        self.validating()
+            .create(&PostParams::default(), &vwc)
+            .await
+            .unwrap();
+        self.mutating()
+            .create(&PostParams::default(), &mwc)
+            .await
+            .unwrap();
+    }
+
+    /// caBundles of every webhook entry, as PEM text.
+    async fn injected_bundles(&self) -> Vec<String> {
+        let text = |b: &Option<k8s_openapi::ByteString>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        if let Some(v) = self.validating().get_opt(&self.name()).await.unwrap() {
+            out.extend(
+                v.webhooks
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|w| text(&w.client_config.ca_bundle)),
+            );
+        }
+        if let Some(m) = self.mutating().get_opt(&self.name()).await.unwrap() {
+            out.extend(
+                m.webhooks
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|w| text(&w.client_config.ca_bundle)),
+            );
+        }
+        out
+    }
+
+    async fn stored(&self) -> Option<StoredCerts> {
+        self.secrets()
+            .get_opt(&self.config.cert_secret)
+            .await
+            .unwrap()
+            .map(|s| StoredCerts::from_secret(&s))
+    }
+
+    async fn annotate_secret(&self, key: &str, value: &str) {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.secrets()
+            .patch(
+                &self.config.cert_secret,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn spawn_manager(
+        &self,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let manager = CertManager::new(self.ns.client(), self.config.clone());
+        let task = tokio::spawn(manager.run(async move {
+            let _ = rx.await;
+        }));
+        (task, tx)
+    }
+
+    async fn wait_injected(&self) -> StoredCerts {
+        wait_for(
+            WAIT,
+            "the Secret's bundle injected into every webhook",
+            || async {
+                let stored = self
+                    .stored()
+                    .await
+                    .ok_or_else(|| NotYet::new("no Secret"))?;
+                let bundles = self.injected_bundles().await;
+                if bundles.iter().all(|b| *b == stored.bundle_pem) && !bundles.is_empty() {
+                    Ok(stored)
+                } else {
+                    Err(NotYet::new(format!(
+                        "{} entries, bundle differs",
+                        bundles.len()
+                    )))
+                }
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn finish(self) {
+        let dp = DeleteParams::default();
+        let _ = self.validating().delete(&self.name(), &dp).await;
+        let _ = self.mutating().delete(&self.name(), &dp).await;
+        drop(self.cert_dir);
+        self.ns.cleanup().await.unwrap();
+    }
+}
+
+fn fingerprint(pem: &str) -> String {
+    cert_info_pem(pem).unwrap().fingerprint
+}
+
+#[tokio::test]
+async fn two_managers_started_at_once_end_with_one_consistent_secret() {
+    let fx = Fixture::new("certs-race").await;
+    let mut a = CertManager::new(fx.ns.client(), fx.config.clone());
+    let mut b = CertManager::new(fx.ns.client(), fx.config.clone());
+    let (ra, rb) = tokio::join!(a.sync_once(), b.sync_once());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+
+    let stored = fx.stored().await.unwrap();
+    assert_eq!(
+        ra.certs, stored,
+        "manager A ended on different content than the Secret"
+    );
+    assert_eq!(
+        rb.certs, stored,
+        "manager B ended on different content than the Secret"
+    );
+    let creates = [&ra, &rb]
+        .iter()
+        .filter(|r| r.actions.contains(&certs::rotation::Action::Create))
+        .count();
+    assert_eq!(
+        creates, 1,
+        "exactly one replica creates the Secret: {:?} / {:?}",
+        ra.actions, rb.actions
+    );
+
+    // Both inject the same bundle; a second pass finds nothing to do.
+    let injected = fx.wait_injected().await;
+    assert_eq!(injected, stored);
+    let (ra, rb) = tokio::join!(a.sync_once(), b.sync_once());
+    assert!(ra.unwrap().actions.is_empty());
+    assert!(rb.unwrap().actions.is_empty());
+    assert_eq!(
+        fx.stored().await.unwrap(),
+        stored,
+        "an idle pass must not rewrite the Secret"
+    );
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn deleted_ca_bundle_and_secret_are_repaired_without_restart() {
+    let fx = Fixture::new("certs-repair").await;
+    let (task, stop) = fx.spawn_manager();
+    let original = fx.wait_injected().await;
+
+    // Someone strips the caBundle from one webhook entry (and takes ownership of the field).
+    let patch = json!([{"op": "remove", "path": "/webhooks/1/clientConfig/caBundle"}]);
+    fx.validating()
+        .patch(
+            &fx.name(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
+        )
+        .await
+        .unwrap();
+    let repaired = fx.wait_injected().await;
+    assert_eq!(repaired.bundle_pem, original.bundle_pem);
+
+    // Someone deletes the Secret: it comes back with the same CA, so the injected bundle that
+    // API servers already use stays valid (no trust gap).
+    fx.secrets()
+        .delete(&fx.config.cert_secret, &DeleteParams::default())
+        .await
+        .unwrap();
+    let restored = wait_for(WAIT, "the Secret to be recreated", || async {
+        let stored = fx.stored().await.ok_or_else(|| NotYet::new("absent"))?;
+        Ok(stored)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        fingerprint(&restored.ca.as_ref().unwrap().cert_pem),
+        fingerprint(&original.ca.as_ref().unwrap().cert_pem)
+    );
+    fx.wait_injected().await;
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    fx.finish().await;
+}
+
+/// Polls the served certificate (through the resolver reloading the cert dir, as the server
+/// does) and the injected bundles until `done`, asserting at every sample that every webhook
+/// entry's bundle trusts the served leaf. Returns the number of samples and phases seen.
+async fn watch_trust_until(
+    fx: &Fixture,
+    resolver: &Arc<ReloadingResolver>,
+    done: impl Fn(&StoredCerts, &ReloadingResolver) -> bool,
+) -> (usize, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut samples = 0;
+    let mut phases: Vec<String> = Vec::new();
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rotation did not finish; phases seen {phases:?}"
+        );
+        let served = String::from_utf8(resolver.current_cert_pem()).unwrap();
+        let now = jiff::Timestamp::now();
+        for (i, bundle) in fx.injected_bundles().await.iter().enumerate() {
+            if let Err(e) = verify_against(&served, bundle, now) {
+                panic!(
+                    "sample {samples}: webhook entry {i} would reject the served certificate: {e}"
+                );
+            }
+        }
+        samples += 1;
+        let secret = fx.secrets().get(&fx.config.cert_secret).await.unwrap();
+        let phase = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_PHASE).cloned())
+            .unwrap_or_default();
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+        if done(&StoredCerts::from_secret(&secret), resolver) {
+            return (samples, phases);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn forced_leaf_rotation_keeps_the_ca_and_the_bundle_valid() {
+    let fx = Fixture::new("certs-leaf").await;
+    let (task, stop) = fx.spawn_manager();
+    let before = fx.wait_injected().await;
+    let resolver =
+        ReloadingResolver::from_files_when_ready(fx.config.cert_path(), fx.config.key_path(), WAIT)
+            .await
+            .unwrap();
+    let (_reload_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    resolver.spawn_reload(Duration::from_millis(100), async move {
+        let _ = rx.await;
+    });
+    let old_leaf = fingerprint(&before.leaf.as_ref().unwrap().cert_pem);
+    assert_eq!(resolver.fingerprint(), old_leaf);
+
+    fx.annotate_secret(ANNOTATION_FORCE, "leaf").await;
+    let (samples, _) = watch_trust_until(&fx, &resolver, |stored, resolver| {
+        let leaf = fingerprint(&stored.leaf.as_ref().unwrap().cert_pem);
+        leaf != old_leaf && resolver.fingerprint() == leaf && stored.force.is_none()
+    })
+    .await;
+    let after = fx.stored().await.unwrap();
+    assert_eq!(after.ca, before.ca, "a leaf rotation keeps the CA");
+    assert_eq!(after.bundle_pem, before.bundle_pem);
+    eprintln!("leaf rotation: {samples} samples, zero untrusted");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn forced_ca_rotation_overlaps_and_keeps_the_bundle_valid_throughout() {
+    let fx = Fixture::new("certs-ca").await;
+    let (task, stop) = fx.spawn_manager();
+    let before = fx.wait_injected().await;
+    let resolver =
+        ReloadingResolver::from_files_when_ready(fx.config.cert_path(), fx.config.key_path(), WAIT)
+            .await
+            .unwrap();
+    let (_reload_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    resolver.spawn_reload(Duration::from_millis(100), async move {
+        let _ = rx.await;
+    });
+    let old_ca = fingerprint(&before.ca.as_ref().unwrap().cert_pem);
+
+    fx.annotate_secret(ANNOTATION_FORCE, "ca").await;
+    let (samples, phases) = watch_trust_until(&fx, &resolver, |stored, resolver| {
+        let ca = fingerprint(&stored.ca.as_ref().unwrap().cert_pem);
+        ca != old_ca
+            && stored.phase == certs::rotation::Phase::Stable
+            && stored.bundle_fingerprints() == vec![ca]
+            && resolver.fingerprint() == fingerprint(&stored.leaf.as_ref().unwrap().cert_pem)
+    })
+    .await;
+    for phase in ["BundlePublished", "LeafRotated"] {
+        assert!(
+            phases.iter().any(|p| p == phase),
+            "phase {phase} never observed: {phases:?}"
+        );
+    }
+    let after = fx.wait_injected().await;
+    assert_eq!(
+        after.bundle_fingerprints().len(),
+        1,
+        "old CA dropped after the overlap"
+    );
+    assert_eq!(after.force, None);
+    eprintln!("CA rotation: {samples} samples, phases {phases:?}, zero untrusted");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    fx.finish().await;
+}
