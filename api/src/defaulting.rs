@@ -12,6 +12,9 @@
 //! `resources.requests.memory: 256Mi` where absent. When the user set a *limit* below that default
 //! and no request, the request defaults to the limit instead (as Kubernetes itself does for
 //! requests), so defaulting never creates a request that validation would deny.
+//!
+//! On UPDATE, [`default_patch_on_update`] fills absent fields from the stored object first, so a
+//! full replace never silently upgrades, scales down, shrinks or re-sizes an existing database.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
@@ -56,7 +59,45 @@ impl DefaultingContext {
 
 /// RFC 6902 `add` ops only, against the raw object JSON, only for absent fields; deterministic.
 /// A non-object input or a non-object `spec` yields an empty patch (validation reports those).
+///
+/// Use this for CREATE. For UPDATE prefer [`default_patch_on_update`], which fills absent fields
+/// from the stored object instead of the defaults.
 pub fn default_patch(object: &Value, catalog: &Catalog, ctx: &DefaultingContext) -> Patch {
+    build_patch(object, None, catalog, ctx)
+}
+
+/// Like [`default_patch`], but a field absent from `object` that the stored `old_object` has
+/// takes the stored value rather than the default.
+///
+/// Without this, a full replace (`kubectl replace`, a PUT from a client that dropped defaulted
+/// fields) of a Database created before a catalog change would silently pick up the *new*
+/// default version (a major upgrade), reset `replicas` to 1 or `storageSize` to 10Gi (denied as a
+/// shrink), or change resource requests and roll the pods. Same guarantees: `add` only, absent
+/// fields only, deterministic, idempotent.
+pub fn default_patch_on_update(
+    object: &Value,
+    old_object: &Value,
+    catalog: &Catalog,
+    ctx: &DefaultingContext,
+) -> Patch {
+    build_patch(object, Some(old_object), catalog, ctx)
+}
+
+/// The stored value at `/spec/<path...>` of the old object, unless absent or null.
+fn old_value<'a>(old: Option<&'a Value>, path: &[&str]) -> Option<&'a Value> {
+    let mut node = old?.get("spec")?;
+    for key in path {
+        node = node.get(key)?;
+    }
+    (!node.is_null()).then_some(node)
+}
+
+fn build_patch(
+    object: &Value,
+    old: Option<&Value>,
+    catalog: &Catalog,
+    ctx: &DefaultingContext,
+) -> Patch {
     let mut ops = Vec::new();
     let Some(root) = object.as_object() else {
         return Patch(ops);
@@ -71,39 +112,42 @@ pub fn default_patch(object: &Value, catalog: &Catalog, ctx: &DefaultingContext)
         Some(_) => return Patch(ops),
     };
 
+    let old_engine = old_value(old, &["engine"]);
     let engine = match present(spec, "engine") {
         None => {
-            add(
-                &mut ops,
-                &["spec", "engine"],
-                json!(DEFAULT_ENGINE.as_str()),
-            );
-            Some(DEFAULT_ENGINE)
+            let value = old_engine
+                .cloned()
+                .unwrap_or_else(|| json!(DEFAULT_ENGINE.as_str()));
+            let engine = serde_json::from_value::<Engine>(value.clone()).ok();
+            add(&mut ops, &["spec", "engine"], value);
+            engine
         }
         Some(v) => serde_json::from_value::<Engine>(v.clone()).ok(),
     };
     if present(spec, "version").is_none() {
         if let Some(engine) = engine {
-            add(
-                &mut ops,
-                &["spec", "version"],
-                json!(catalog.default_version(engine).to_string()),
-            );
+            // The stored version only makes sense for the stored engine (absent means postgres).
+            let stored_engine = old_engine
+                .map(|v| serde_json::from_value::<Engine>(v.clone()).ok())
+                .unwrap_or(Some(DEFAULT_ENGINE));
+            let value = old_value(old, &["version"])
+                .filter(|_| stored_engine == Some(engine))
+                .cloned()
+                .unwrap_or_else(|| json!(catalog.default_version(engine).to_string()));
+            add(&mut ops, &["spec", "version"], value);
         }
     }
     if present(spec, "replicas").is_none() {
-        add(
-            &mut ops,
-            &["spec", "replicas"],
-            json!(ctx.default_replicas()),
-        );
+        let value = old_value(old, &["replicas"])
+            .cloned()
+            .unwrap_or_else(|| json!(ctx.default_replicas()));
+        add(&mut ops, &["spec", "replicas"], value);
     }
     if present(spec, "storageSize").is_none() {
-        add(
-            &mut ops,
-            &["spec", "storageSize"],
-            json!(DEFAULT_STORAGE_SIZE),
-        );
+        let value = old_value(old, &["storageSize"])
+            .cloned()
+            .unwrap_or_else(|| json!(DEFAULT_STORAGE_SIZE));
+        add(&mut ops, &["spec", "storageSize"], value);
     }
 
     let resources = match present(spec, "resources") {
@@ -130,13 +174,13 @@ pub fn default_patch(object: &Value, catalog: &Catalog, ctx: &DefaultingContext)
                 ("memory", DEFAULT_MEMORY_REQUEST),
             ] {
                 if present(requests, name).is_none() {
-                    let value =
-                        limit_below(limits, name, default).unwrap_or_else(|| default.to_string());
-                    add(
-                        &mut ops,
-                        &["spec", "resources", "requests", name],
-                        json!(value),
-                    );
+                    let candidate = old_value(old, &["resources", "requests", name])
+                        .cloned()
+                        .unwrap_or_else(|| json!(default));
+                    let value = limit_below(limits, name, &candidate)
+                        .map(Value::String)
+                        .unwrap_or(candidate);
+                    add(&mut ops, &["spec", "resources", "requests", name], value);
                 }
             }
         }
@@ -149,17 +193,25 @@ fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).filter(|v| !v.is_null())
 }
 
-/// The user's limit for `name` as written, when it parses and is below `default`.
-fn limit_below(limits: Option<&Map<String, Value>>, name: &str, default: &str) -> Option<String> {
-    let raw = limits?.get(name)?;
-    let text = match raw {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    let limit = quantity::parse(&text).ok()?;
-    let default = quantity::parse(default).ok()?;
-    (limit < default && !limit.is_negative()).then_some(text)
+/// The user's limit for `name` as written, when it parses and is below `candidate` (the request
+/// defaulting would otherwise add).
+fn limit_below(
+    limits: Option<&Map<String, Value>>,
+    name: &str,
+    candidate: &Value,
+) -> Option<String> {
+    let limit_text = quantity_text(limits?.get(name)?)?;
+    let limit = quantity::parse(&limit_text).ok()?;
+    let candidate = quantity::parse(&quantity_text(candidate)?).ok()?;
+    (limit < candidate && !limit.is_negative()).then_some(limit_text)
+}
+
+fn quantity_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 fn add(ops: &mut Vec<PatchOperation>, path: &[&str], value: Value) {
@@ -319,6 +371,50 @@ mod tests {
     }
 
     #[test]
+    fn on_update_absent_fields_take_the_stored_values_not_the_defaults() {
+        let old = db(
+            json!({"engine": "mysql", "version": "8.0.44", "replicas": 3, "storageSize": "50Gi",
+            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}),
+        );
+        let new = db(json!({"config": {"max_connections": "100"}}));
+        let mut out = new.clone();
+        let p = default_patch_on_update(&new, &old, &Catalog::builtin(), &ctx(Some(true)));
+        assert!(p.0.iter().all(|op| matches!(op, PatchOperation::Add(_))));
+        json_patch::patch(&mut out, &p).unwrap();
+        assert_eq!(out["spec"]["engine"], "mysql");
+        assert_eq!(out["spec"]["version"], "8.0.44"); // not the catalog default 8.4.7
+        assert_eq!(out["spec"]["replicas"], 3);
+        assert_eq!(out["spec"]["storageSize"], "50Gi"); // not 10Gi, which would be a shrink
+        assert_eq!(
+            out["spec"]["resources"]["requests"],
+            json!({"cpu": "2", "memory": "4Gi"})
+        );
+        assert_eq!(out["spec"]["config"], json!({"max_connections": "100"}));
+        assert!(
+            default_patch_on_update(&out, &old, &Catalog::builtin(), &ctx(Some(true)))
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn on_update_user_values_still_win_and_engine_change_gets_its_own_default_version() {
+        let old = db(json!({"engine": "postgres", "version": "16.4.0", "replicas": 3}));
+        let new = db(
+            json!({"engine": "mysql", "replicas": 5, "resources": {"limits": {"memory": "128Mi"}}}),
+        );
+        let mut out = new.clone();
+        json_patch::patch(
+            &mut out,
+            &default_patch_on_update(&new, &old, &Catalog::builtin(), &ctx(None)),
+        )
+        .unwrap();
+        assert_eq!(out["spec"]["version"], "8.4.7");
+        assert_eq!(out["spec"]["replicas"], 5);
+        assert_eq!(out["spec"]["resources"]["requests"]["memory"], "128Mi");
+    }
+
+    #[test]
     fn every_operation_is_an_add() {
         let p = default_patch(&db(json!({})), &Catalog::builtin(), &ctx(Some(true)));
         assert!(p.0.iter().all(|op| matches!(op, PatchOperation::Add(_))));
@@ -430,18 +526,23 @@ mod tests {
         #[test]
         fn defaulting_is_idempotent_and_never_removes_or_changes_values(
             obj in arb_object(),
+            old in prop::option::of(arb_object()),
             production in prop::option::of(any::<bool>()),
         ) {
             let c = ctx(production);
             let catalog = Catalog::builtin();
-            let patch = default_patch(&obj, &catalog, &c);
+            let run = |o: &Value| match &old {
+                None => default_patch(o, &catalog, &c),
+                Some(old) => default_patch_on_update(o, old, &catalog, &c),
+            };
+            let patch = run(&obj);
             prop_assert!(patch.0.iter().all(|op| matches!(op, PatchOperation::Add(_))));
             // deterministic
-            prop_assert_eq!(&patch, &default_patch(&obj, &catalog, &c));
+            prop_assert_eq!(&patch, &run(&obj));
             let mut out = obj.clone();
             json_patch::patch(&mut out, &patch).unwrap();
             // idempotent
-            prop_assert!(default_patch(&out, &catalog, &c).0.is_empty(), "second patch not empty for {}", out);
+            prop_assert!(run(&out).0.is_empty(), "second patch not empty for {}", out);
             // every non-null leaf of the input is unchanged in the output
             let mut before = Vec::new();
             leaves(&obj, String::new(), &mut before);

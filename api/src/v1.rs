@@ -109,6 +109,18 @@ impl Engine {
     }
 }
 
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    /// Parses the wire name (`postgres`, `mysql`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("unknown engine {s:?}; use postgres or mysql"))
+    }
+}
+
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -165,5 +177,50 @@ impl fmt::Display for Phase {
             Phase::Failed => "Failed",
             Phase::Terminating => "Terminating",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_and_phase_use_their_wire_names() {
+        for e in Engine::ALL {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.to_string());
+            assert_eq!(e.to_string().parse::<Engine>(), Ok(e));
+        }
+        assert!("oracle".parse::<Engine>().is_err());
+        assert_eq!(
+            (
+                Engine::Postgres.default_port(),
+                Engine::Mysql.default_port()
+            ),
+            (5432, 3306)
+        );
+        for p in [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Failed,
+            Phase::Terminating,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.to_string());
+        }
+    }
+
+    #[test]
+    fn absent_fields_are_not_serialised() {
+        let spec = DatabaseSpec {
+            replicas: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(spec).unwrap(),
+            serde_json::json!({"replicas": 2})
+        );
+        assert_eq!(
+            serde_json::to_value(DatabaseStatus::default()).unwrap(),
+            serde_json::json!({})
+        );
     }
 }
