@@ -414,3 +414,73 @@ async fn forced_ca_rotation_overlaps_and_keeps_the_bundle_valid_throughout() {
         .unwrap();
     fx.finish().await;
 }
+
+#[tokio::test]
+async fn crd_conversion_webhook_gets_the_bundle_only_while_strategy_is_webhook() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let mut fx = Fixture::new("certs-crd").await;
+    let group = format!("{}.certs-it.example", fx.ns.name());
+    let crd_name = format!("widgets.{group}");
+    let crds: Api<CustomResourceDefinition> = Api::all(fx.ns.client());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": crd_name},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+            "conversion": {"strategy": "Webhook", "webhook": {
+                "conversionReviewVersions": ["v1"],
+                "clientConfig": {"url": "https://127.0.0.1:1/convert"}}},
+        }
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    fx.config.crd_name = crd_name.clone();
+
+    let mut manager = CertManager::new(fx.ns.client(), fx.config.clone());
+    let report = manager.sync_once().await.unwrap();
+    let bundle = |crd: &CustomResourceDefinition| {
+        crd.spec
+            .conversion
+            .as_ref()
+            .and_then(|c| c.webhook.as_ref())
+            .and_then(|w| w.client_config.as_ref())
+            .and_then(|c| c.ca_bundle.as_ref())
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    let stored = crds.get(&crd_name).await.unwrap();
+    assert_eq!(bundle(&stored), Some(report.certs.bundle_pem.clone()));
+    assert_eq!(
+        stored
+            .spec
+            .conversion
+            .as_ref()
+            .unwrap()
+            .webhook
+            .as_ref()
+            .unwrap()
+            .client_config
+            .as_ref()
+            .unwrap()
+            .url
+            .as_deref(),
+        Some("https://127.0.0.1:1/convert"),
+        "injection must not touch the rest of clientConfig"
+    );
+    assert!(report.injected);
+
+    // Conversion switched off by its owner: we do not fight it and do not re-add the webhook.
+    let off = json!({"spec": {"conversion": {"strategy": "None", "webhook": null}}});
+    crds.patch(&crd_name, &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    manager.sync_once().await.unwrap();
+    let stored = crds.get(&crd_name).await.unwrap();
+    assert_eq!(stored.spec.conversion.as_ref().unwrap().strategy, "None");
+    assert_eq!(bundle(&stored), None);
+
+    let _ = crds.delete(&crd_name, &DeleteParams::default()).await;
+    fx.finish().await;
+}
