@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -293,7 +293,11 @@ async fn remove_finalizer(db: &Database, ctx: &Context, ns: &str, name: &str) ->
     })?;
     let api: Api<Database> = Api::namespaced(ctx.client.clone(), ns);
     match api
-        .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .patch(
+            name,
+            &crate::manager_patch_params(),
+            &Patch::Json::<()>(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),

@@ -72,6 +72,16 @@ pub async fn run_controller(
     info!("Database controller stopped");
 }
 
+/// Aborts the task when dropped, so dropping (or aborting) the future that owns it stops the
+/// campaign and the controller too: a killed replica must stop renewing and reconciling.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why a replica stopped reconciling.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stopped {
@@ -91,14 +101,14 @@ pub async fn run_with_leader_election(
     let (tx, mut rx) = watch::channel(false);
     let identity = elector.identity().to_owned();
     let metrics = Some(ctx.metrics.clone());
-    let campaign = tokio::spawn(elector.run(tx, metrics));
+    let campaign = AbortOnDrop(tokio::spawn(elector.run(tx, metrics)));
     tokio::pin!(shutdown);
     info!(%identity, "waiting for leadership");
     loop {
         tokio::select! {
-            _ = &mut shutdown => { campaign.abort(); return Stopped::Shutdown; }
+            _ = &mut shutdown => return Stopped::Shutdown,
             changed = rx.changed() => {
-                if changed.is_err() { campaign.abort(); return Stopped::LostLeadership; }
+                if changed.is_err() { return Stopped::LostLeadership; }
                 if *rx.borrow() { break; }
             }
         }
@@ -106,9 +116,13 @@ pub async fn run_with_leader_election(
     info!(%identity, "leading: starting controller");
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_rx2 = stop_rx.clone();
-    let controller = tokio::spawn(run_controller(ctx.clone(), scope, async move {
-        let _ = stop_rx2.wait_for(|s| *s).await;
-    }));
+    let mut controller = AbortOnDrop(tokio::spawn(run_controller(
+        ctx.clone(),
+        scope,
+        async move {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+        },
+    )));
     let outcome = loop {
         tokio::select! {
             _ = &mut shutdown => break Stopped::Shutdown,
@@ -121,11 +135,11 @@ pub async fn run_with_leader_election(
     let _ = stop_tx.send(true);
     if outcome == Stopped::LostLeadership {
         // Stop immediately: another replica may already be acting.
-        controller.abort();
+        controller.0.abort();
     } else {
-        let _ = controller.await;
+        let _ = (&mut controller.0).await;
     }
-    campaign.abort();
+    drop(campaign);
     ctx.metrics.leader.set(0);
     outcome
 }

@@ -324,9 +324,10 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
                 type_: Some("RollingUpdate".to_owned()),
                 // One pod at a time, highest ordinal first; the StatefulSet controller waits
                 // for each updated pod to be Ready before moving on.
+                // (maxUnavailable is left unset: it defaults to 1 and is feature-gated.)
                 rolling_update: Some(RollingUpdateStatefulSetStrategy {
                     partition: Some(0),
-                    max_unavailable: Some(IntOrString::Int(1)),
+                    max_unavailable: None,
                 }),
             }),
             persistent_volume_claim_retention_policy: Some(

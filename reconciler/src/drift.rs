@@ -35,6 +35,44 @@ pub fn contains(desired: &Value, observed: &Value) -> bool {
     }
 }
 
+/// Path of the first field where `observed` does not satisfy `desired` (for logs).
+pub fn first_difference(desired: &Value, observed: &Value) -> Option<String> {
+    fn walk(d: &Value, o: &Value, path: &mut String) -> bool {
+        match (d, o) {
+            (Value::Object(dm), Value::Object(om)) => {
+                for (k, dv) in dm {
+                    let len = path.len();
+                    path.push('.');
+                    path.push_str(k);
+                    let found = match om.get(k) {
+                        Some(ov) => walk(dv, ov, path),
+                        None => !is_empty(dv),
+                    };
+                    if found {
+                        return true;
+                    }
+                    path.truncate(len);
+                }
+                false
+            }
+            (Value::Array(da), Value::Array(oa)) if da.len() == oa.len() => {
+                for (i, (dv, ov)) in da.iter().zip(oa).enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    if walk(dv, ov, path) {
+                        return true;
+                    }
+                    path.truncate(len);
+                }
+                false
+            }
+            _ => !contains(d, o),
+        }
+    }
+    let mut path = String::new();
+    walk(desired, observed, &mut path).then_some(path)
+}
+
 /// The API server drops empty maps/lists and nulls; their absence is not drift.
 fn is_empty(v: &Value) -> bool {
     match v {
@@ -99,6 +137,17 @@ mod tests {
         for (name, observed) in rows {
             assert!(!contains(&desired, &observed), "{name} must count as drift");
         }
+    }
+
+    #[test]
+    fn first_difference_names_the_drifted_field() {
+        let desired = json!({"spec": {"replicas": 3, "ports": [{"port": 1}, {"port": 2}]}});
+        let observed = json!({"spec": {"replicas": 3, "ports": [{"port": 1}, {"port": 9}]}});
+        assert_eq!(
+            first_difference(&desired, &observed).as_deref(),
+            Some(".spec.ports[1].port")
+        );
+        assert_eq!(first_difference(&desired, &desired), None);
     }
 
     #[test]

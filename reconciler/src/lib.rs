@@ -28,3 +28,11 @@ pub use error::Error;
 pub const FIELD_MANAGER: &str = "db-operator";
 /// Finalizer that drives ordered cleanup when a Database is deleted.
 pub const FINALIZER: &str = "example.com/database-cleanup";
+
+/// Patch parameters for the (non-apply) patches this controller makes: same field manager.
+pub fn manager_patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}

@@ -238,6 +238,16 @@ where
     }
     let name = desired.meta().name.clone().unwrap_or_default();
     let ns = desired.meta().namespace.clone().unwrap_or_default();
+    if let (Some(o), Ok(d)) = (observed, serde_json::to_value(desired)) {
+        if let Ok(o) = serde_json::to_value(o) {
+            info!(
+                kind = kind_name::<K>(),
+                child = %name,
+                field = drift::first_difference(&d, &o).unwrap_or_default(),
+                "child drifted from desired state"
+            );
+        }
+    }
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -294,9 +304,13 @@ async fn ensure_finalizer(db: &Database, ctx: &Context, ns: &str) -> Result<(), 
             source,
         })?;
     let api: Api<Database> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-        .await
-        .map_err(|e| Error::kube("add finalizer to", "Database", ns, &name, e))?;
+    api.patch(
+        &name,
+        &crate::manager_patch_params(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map_err(|e| Error::kube("add finalizer to", "Database", ns, &name, e))?;
     info!("added cleanup finalizer");
     Ok(())
 }
@@ -826,7 +840,14 @@ async fn grow_storage(
         let patch =
             json!({"spec": {"resources": {"requests": {"storage": resolved.storage_size.0}}}});
         pvc_api
-            .patch(&pvc_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &pvc_name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..Default::default()
+                },
+                &Patch::Merge(&patch),
+            )
             .await
             .map_err(|e| Error::kube("expand", "PersistentVolumeClaim", ns, &pvc_name, e))?;
         info!(pvc = %pvc_name, from = %have_q.0, to = %resolved.storage_size.0, "expanded PVC");

@@ -1,0 +1,1038 @@
+//! Integration tests against the real local control plane (deploy/local, kwok makes pods Running
+//! and Ready). Each test gets a fresh namespace and runs its own controller in-process, scoped to
+//! that namespace, so tests run in parallel without seeing each other.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::catalog::Catalog;
+use api::v1::{Database, DatabaseSpec, Engine, Phase, CONDITION_DEGRADED, CONDITION_READY};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use reconciler::backoff::{BackoffPolicy, BackoffTracker};
+use reconciler::client::{build_client, WriteLog};
+use reconciler::controller::{run_controller, run_with_leader_election, Scope};
+use reconciler::leader::{LeaderElector, LeaseSettings};
+use reconciler::metrics::Metrics;
+use reconciler::reconcile::{Context, Settings};
+use reconciler::FINALIZER;
+use serde_json::json;
+use testkit::{cluster, wait_for, NotYet, TestNamespace};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// One in-process controller replica.
+struct Replica {
+    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+    writes: WriteLog,
+    metrics: Arc<Metrics>,
+}
+
+impl Replica {
+    /// Writes excluding Lease renewals (those are leader-election traffic, not reconcile work).
+    fn work_writes(&self) -> Vec<String> {
+        self.writes
+            .entries()
+            .into_iter()
+            .filter(|w| !w.contains("/leases/") && !w.ends_with("/leases"))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+async fn install_crd() {
+    let client = cluster().await.unwrap().client().unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = api::crd::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("reconciler-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "Database CRD to be established",
+        || async {
+            let c = crds.get(&name).await?;
+            let established = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                Ok(())
+            } else {
+                Err(NotYet::new("not established"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn context(
+    client: Client,
+    identity: &str,
+    metrics: Arc<Metrics>,
+    rollout_timeout: Duration,
+) -> Arc<Context> {
+    Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "db-operator".into(),
+                instance: Some(identity.to_owned()),
+            },
+        ),
+        client,
+        catalog: Arc::new(Catalog::builtin()),
+        metrics,
+        settings: Settings {
+            rollout_timeout,
+            progress_requeue: Duration::from_secs(2),
+            ..Settings::default()
+        },
+        backoff: BackoffTracker::new(BackoffPolicy::default()),
+    })
+}
+
+async fn new_client(metrics: &Arc<Metrics>) -> (Client, WriteLog) {
+    let config = cluster().await.unwrap().config().clone();
+    let writes = WriteLog::new(Some(metrics.clone()));
+    (build_client(config, 100, writes.clone()).unwrap(), writes)
+}
+
+/// Starts a controller (no leader election) scoped to `ns`.
+async fn start_controller(ns: &TestNamespace) -> Replica {
+    let metrics = Arc::new(Metrics::new());
+    let (client, writes) = new_client(&metrics).await;
+    let ctx = context(client, "test", metrics.clone(), Duration::from_secs(300));
+    let (tx, rx) = oneshot::channel();
+    let scope = Scope {
+        namespace: Some(ns.name().to_owned()),
+        concurrency: 4,
+    };
+    let task = tokio::spawn(run_controller(ctx, scope, async {
+        let _ = rx.await;
+    }));
+    Replica {
+        task,
+        stop: Some(tx),
+        writes,
+        metrics,
+    }
+}
+
+/// Starts a replica that campaigns for `lease` before reconciling.
+async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) -> Replica {
+    let metrics = Arc::new(Metrics::new());
+    let (client, writes) = new_client(&metrics).await;
+    let ctx = context(
+        client.clone(),
+        identity,
+        metrics.clone(),
+        Duration::from_secs(300),
+    );
+    let elector = LeaderElector::new(
+        client,
+        LeaseSettings {
+            name: lease.to_owned(),
+            namespace: ns.name().to_owned(),
+            identity: identity.to_owned(),
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
+            retry_period: Duration::from_millis(500),
+        },
+    );
+    let (tx, rx) = oneshot::channel();
+    let scope = Scope {
+        namespace: Some(ns.name().to_owned()),
+        concurrency: 4,
+    };
+    let task = tokio::spawn(async move {
+        run_with_leader_election(ctx, scope, elector, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Replica {
+        task,
+        stop: Some(tx),
+        writes,
+        metrics,
+    }
+}
+
+async fn setup(prefix: &str) -> TestNamespace {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    install_crd().await;
+    cluster().await.unwrap().namespace(prefix).await.unwrap()
+}
+
+/// Deletes every Database while the controller still runs (so finalizers are honoured), then
+/// stops the controller and removes the namespace.
+async fn teardown(ns: TestNamespace, replica: Replica) {
+    let dbs: Api<Database> = ns.api();
+    let _ = dbs
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    let _ = wait_for(Duration::from_secs(90), "Databases to be gone", || async {
+        let n = dbs.list(&ListParams::default()).await?.items.len();
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{n} left")))
+        }
+    })
+    .await;
+    replica.stop().await;
+    ns.cleanup().await.unwrap();
+}
+
+fn spec(engine: Engine, replicas: i32, version: &str, storage: &str) -> DatabaseSpec {
+    DatabaseSpec {
+        engine: Some(engine),
+        replicas: Some(replicas),
+        version: Some(version.to_owned()),
+        storage_size: Some(Quantity(storage.to_owned())),
+        ..Default::default()
+    }
+}
+
+async fn create_db(ns: &TestNamespace, name: &str, spec: DatabaseSpec) -> Database {
+    let dbs: Api<Database> = ns.api();
+    dbs.create(&PostParams::default(), &Database::new(name, spec))
+        .await
+        .unwrap()
+}
+
+async fn patch_spec(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
+    let dbs: Api<Database> = ns.api();
+    dbs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+fn condition<'a>(
+    db: &'a Database,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    db.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn describe(db: &Database) -> String {
+    serde_json::to_string(&db.status).unwrap_or_default()
+}
+
+/// Waits until the Database is Ready for its current generation with `replicas` ready.
+async fn wait_ready(ns: &TestNamespace, name: &str, replicas: i32) -> Database {
+    let dbs: Api<Database> = ns.api();
+    wait_for(
+        WAIT,
+        &format!("Database {name} Ready with {replicas} replicas"),
+        || async {
+            let db = dbs.get(name).await?;
+            let s = db.status.clone().unwrap_or_default();
+            let ready = condition(&db, CONDITION_READY).is_some_and(|c| c.status == "True");
+            if ready
+                && s.ready_replicas == Some(replicas)
+                && s.observed_generation == db.metadata.generation
+                && s.phase == Some(Phase::Running)
+            {
+                Ok(db)
+            } else {
+                Err(NotYet::new(describe(&db)))
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn wait_degraded(ns: &TestNamespace, name: &str, reason: &str) -> Database {
+    let dbs: Api<Database> = ns.api();
+    wait_for(
+        WAIT,
+        &format!("Database {name} Degraded with reason {reason}"),
+        || async {
+            let db = dbs.get(name).await?;
+            let hit = condition(&db, CONDITION_DEGRADED)
+                .is_some_and(|c| c.status == "True" && c.reason == reason)
+                && db.status.as_ref().and_then(|s| s.observed_generation) == db.metadata.generation;
+            if hit {
+                Ok(db)
+            } else {
+                Err(NotYet::new(describe(&db)))
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn owned_by(obj: &impl Resource, db: &Database) -> bool {
+    obj.meta().owner_references.iter().flatten().any(|r| {
+        Some(&r.uid) == db.metadata.uid.as_ref()
+            && r.controller == Some(true)
+            && r.kind == "Database"
+    })
+}
+
+fn image_of_pod(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .map(|s| s.containers[0].image.clone().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+async fn pods(ns: &TestNamespace, name: &str) -> Vec<Pod> {
+    let api: Api<Pod> = ns.api();
+    api.list(&ListParams::default().labels(&format!(
+        "app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
+    )))
+    .await
+    .unwrap()
+    .items
+}
+
+/// Pokes the Database (an annotation: no generation change) so the controller reconciles it,
+/// and waits until at least one more reconcile has run.
+async fn poke_and_settle(ns: &TestNamespace, name: &str, replica: &Replica, token: &str) {
+    let before = replica.metrics.reconcile_count();
+    let dbs: Api<Database> = ns.api();
+    dbs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": token}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "a reconcile after the poke",
+        || async {
+            let now = replica.metrics.reconcile_count();
+            if now > before {
+                Ok(())
+            } else {
+                Err(NotYet::new(format!("reconciles {now}")))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_nothing() {
+    let ns = setup("rec-ready").await;
+    let replica = start_controller(&ns).await;
+    let catalog = Catalog::builtin();
+    create_db(&ns, "orders", spec(Engine::Postgres, 2, "16.4.0", "1Gi")).await;
+    let db = wait_ready(&ns, "orders", 2).await;
+    let status = db.status.clone().unwrap();
+    assert_eq!(
+        status.endpoints,
+        vec![format!("orders.{}.svc:5432", ns.name())]
+    );
+    assert!(db.finalizers().iter().any(|f| f == FINALIZER));
+    for c in [CONDITION_READY, "Available"] {
+        assert_eq!(
+            condition(&db, c).map(|c| c.status.as_str()),
+            Some("True"),
+            "{c}"
+        );
+    }
+    assert_eq!(
+        condition(&db, "Progressing").map(|c| c.status.as_str()),
+        Some("False")
+    );
+    assert_eq!(
+        condition(&db, CONDITION_DEGRADED).map(|c| c.status.as_str()),
+        Some("False")
+    );
+
+    // Children: all owned by the Database, all correct.
+    let sts: StatefulSet = ns.api::<StatefulSet>().get("orders").await.unwrap();
+    assert!(owned_by(&sts, &db));
+    let sts_spec = sts.spec.clone().unwrap();
+    let want_image = catalog
+        .image(Engine::Postgres, &semver::Version::parse("16.4.0").unwrap())
+        .unwrap();
+    let pod_spec = sts_spec.template.spec.clone().unwrap();
+    assert_eq!(
+        pod_spec.containers[0].image.as_deref(),
+        Some(want_image.as_str())
+    );
+    assert_eq!(sts_spec.replicas, Some(2));
+    assert_eq!(sts_spec.service_name.as_deref(), Some("orders-headless"));
+    assert!(pod_spec.containers[0].readiness_probe.is_some());
+    assert_eq!(
+        pod_spec
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let vct = &sts_spec.volume_claim_templates.unwrap()[0];
+    assert_eq!(
+        vct.spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"],
+        Quantity("1Gi".into())
+    );
+    let svc: Service = ns.api::<Service>().get("orders").await.unwrap();
+    assert!(owned_by(&svc, &db));
+    let headless: Service = ns.api::<Service>().get("orders-headless").await.unwrap();
+    assert!(owned_by(&headless, &db));
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    let cm: ConfigMap = ns.api::<ConfigMap>().get("orders-config").await.unwrap();
+    assert!(owned_by(&cm, &db));
+    assert!(cm.data.unwrap()["postgresql.conf"].contains("listen_addresses = '*'"));
+    let secret: Secret = ns.api::<Secret>().get("orders-credentials").await.unwrap();
+    assert!(owned_by(&secret, &db));
+    let password = secret.data.clone().unwrap()["password"].clone();
+    assert_eq!(password.0.len(), 32);
+    assert!(
+        ns.api::<CronJob>()
+            .get_opt("orders-backup")
+            .await
+            .unwrap()
+            .is_none(),
+        "no schedule, no CronJob"
+    );
+
+    // Idle: a reconcile with nothing to change makes zero writes.
+    poke_and_settle(&ns, "orders", &replica, "1").await;
+    let before = replica.writes.entries();
+    poke_and_settle(&ns, "orders", &replica, "2").await;
+    let after = replica.writes.entries();
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "idle reconcile wrote: {:?}",
+        &after[before.len().min(after.len())..]
+    );
+
+    // Drift: a child deleted by hand comes back; a hand edit is reverted.
+    let old_uid = svc.metadata.uid.clone();
+    ns.api::<Service>()
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(WAIT, "client Service to be recreated", || async {
+        match ns.api::<Service>().get_opt("orders").await? {
+            Some(s) if s.metadata.uid != old_uid && s.metadata.deletion_timestamp.is_none() => {
+                Ok(())
+            }
+            other => Err(NotYet::new(format!("{:?}", other.map(|s| s.metadata.uid)))),
+        }
+    })
+    .await
+    .unwrap();
+    ns.api::<ConfigMap>()
+        .patch(
+            "orders-config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"postgresql.conf": "hacked"}})),
+        )
+        .await
+        .unwrap();
+    ns.api::<StatefulSet>()
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        WAIT,
+        "ConfigMap and StatefulSet edits to be reverted",
+        || async {
+            let cm = ns.api::<ConfigMap>().get("orders-config").await?;
+            let sts = ns.api::<StatefulSet>().get("orders").await?;
+            let conf = cm
+                .data
+                .unwrap_or_default()
+                .get("postgresql.conf")
+                .cloned()
+                .unwrap_or_default();
+            let replicas = sts.spec.and_then(|s| s.replicas);
+            if conf.contains("listen_addresses") && replicas == Some(2) {
+                Ok(())
+            } else {
+                Err(NotYet::new(format!("conf={conf:?} replicas={replicas:?}")))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // The Secret was never regenerated.
+    let secret: Secret = ns.api::<Secret>().get("orders-credentials").await.unwrap();
+    assert_eq!(secret.data.unwrap()["password"], password);
+    wait_ready(&ns, "orders", 2).await;
+
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_follows_spec_replicas() {
+    let ns = setup("rec-scale").await;
+    let replica = start_controller(&ns).await;
+    create_db(&ns, "inventory", spec(Engine::Mysql, 1, "8.4.0", "1Gi")).await;
+    wait_ready(&ns, "inventory", 1).await;
+    patch_spec(&ns, "inventory", json!({"replicas": 3})).await;
+    wait_ready(&ns, "inventory", 3).await;
+    assert_eq!(pods(&ns, "inventory").await.len(), 3);
+    patch_spec(&ns, "inventory", json!({"replicas": 1})).await;
+    wait_ready(&ns, "inventory", 1).await;
+    wait_for(WAIT, "scale-down to leave one pod", || async {
+        let n = pods(&ns, "inventory").await.len();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{n} pods")))
+        }
+    })
+    .await
+    .unwrap();
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_upgrade_and_config_change_roll_pods_one_at_a_time() {
+    let ns = setup("rec-roll").await;
+    let replica = start_controller(&ns).await;
+    let catalog = Catalog::builtin();
+    create_db(&ns, "ledger", spec(Engine::Postgres, 3, "16.4.0", "1Gi")).await;
+    wait_ready(&ns, "ledger", 3).await;
+
+    let new_image = catalog
+        .image(Engine::Postgres, &semver::Version::parse("17.2.0").unwrap())
+        .unwrap();
+    patch_spec(&ns, "ledger", json!({"version": "17.2.0"})).await;
+    // Sample the pods during the rollout: never more than one pod down at a time.
+    let worst_unavailable = AtomicUsize::new(0);
+    let saw_mixed_versions = AtomicBool::new(false);
+    wait_for(WAIT, "every pod to run the new image", || {
+        let ns = &ns;
+        let new_image = new_image.clone();
+        let worst = &worst_unavailable;
+        let mixed = &saw_mixed_versions;
+        async move {
+            let ps = pods(ns, "ledger").await;
+            let ready = ps
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .count();
+            worst.fetch_max(3usize.saturating_sub(ready), Ordering::Relaxed);
+            let new = ps.iter().filter(|p| image_of_pod(p) == new_image).count();
+            if new > 0 && new < ps.len() {
+                mixed.store(true, Ordering::Relaxed);
+            }
+            if new == 3 && ps.len() == 3 && ready == 3 {
+                Ok(())
+            } else {
+                Err(NotYet::new(format!("{new}/3 updated, {ready} ready")))
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let worst_unavailable = worst_unavailable.load(Ordering::Relaxed);
+    assert!(
+        worst_unavailable <= 1,
+        "at most one pod may be down during the rollout, saw {worst_unavailable}"
+    );
+    assert!(
+        saw_mixed_versions.load(Ordering::Relaxed),
+        "pods were replaced one by one, not all at once"
+    );
+    wait_ready(&ns, "ledger", 3).await;
+
+    // A config change rolls the pods too (the pod template carries the config hash).
+    let sts: StatefulSet = ns.api::<StatefulSet>().get("ledger").await.unwrap();
+    let hash_of = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["example.com/config-hash"]
+            .clone()
+    };
+    let old_hash = hash_of(&sts);
+    let old_revision = sts.status.as_ref().and_then(|s| s.update_revision.clone());
+    patch_spec(&ns, "ledger", json!({"config": {"max_connections": "250"}})).await;
+    let sts = wait_for(WAIT, "new config hash on the pod template", || async {
+        let s = ns.api::<StatefulSet>().get("ledger").await?;
+        if hash_of(&s) != old_hash {
+            Ok(s)
+        } else {
+            Err(NotYet::new("same hash"))
+        }
+    })
+    .await
+    .unwrap();
+    let cm: ConfigMap = ns.api::<ConfigMap>().get("ledger-config").await.unwrap();
+    assert!(cm.data.unwrap()["postgresql.conf"].contains("max_connections = '250'"));
+    let _ = sts;
+    wait_for(WAIT, "all pods on the new revision", || async {
+        let s = ns.api::<StatefulSet>().get("ledger").await?;
+        let st = s.status.unwrap_or_default();
+        let rev = st.update_revision.clone();
+        let ps = pods(&ns, "ledger").await;
+        let on_new = ps
+            .iter()
+            .filter(|p| p.labels().get("controller-revision-hash") == rev.as_ref())
+            .count();
+        if rev != old_revision && on_new == 3 && st.updated_replicas == Some(3) {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{on_new}/3 pods on {rev:?}")))
+        }
+    })
+    .await
+    .unwrap();
+    wait_ready(&ns, "ledger", 3).await;
+    teardown(ns, replica).await;
+}
+
+async fn pvc_sizes(ns: &TestNamespace, name: &str) -> Vec<String> {
+    let api: Api<PersistentVolumeClaim> = ns.api();
+    let mut out: Vec<(String, String)> = api
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
+        )))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| {
+            let size = p
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0
+                .clone();
+            (p.name_any(), size)
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
+async fn wait_pvcs_bound(ns: &TestNamespace, name: &str, n: usize) {
+    let api: Api<PersistentVolumeClaim> = ns.api();
+    wait_for(WAIT, "data PVCs to be Bound", || async {
+        let l = api
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
+            )))
+            .await?;
+        let bound = l
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+            .count();
+        if bound == n {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{bound}/{n} bound")))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_grows_pvcs_refuses_shrink_and_explains_a_class_without_expansion() {
+    let ns = setup("rec-storage").await;
+    let replica = start_controller(&ns).await;
+    create_db(&ns, "media", spec(Engine::Postgres, 2, "16.4.0", "1Gi")).await;
+    wait_ready(&ns, "media", 2).await;
+    wait_pvcs_bound(&ns, "media", 2).await;
+
+    patch_spec(&ns, "media", json!({"storageSize": "2Gi"})).await;
+    wait_for(WAIT, "both PVCs to request 2Gi", || async {
+        let sizes = pvc_sizes(&ns, "media").await;
+        if sizes == vec!["2Gi", "2Gi"] {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{sizes:?}")))
+        }
+    })
+    .await
+    .unwrap();
+
+    // The API server's own rules forbid shrinking spec.storageSize, but what runs can still be
+    // bigger than the spec (a PVC grown by hand). Acting would shrink it: the reconciler refuses
+    // and applies nothing of that generation.
+    ns.api::<PersistentVolumeClaim>()
+        .patch(
+            "data-media-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    patch_spec(&ns, "media", json!({"replicas": 3})).await;
+    let db = wait_degraded(&ns, "media", "DestructiveChangeRefused").await;
+    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    assert!(msg.contains("cannot shrink from 3Gi to 2Gi"), "{msg}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pvc_sizes(&ns, "media").await, vec!["3Gi", "2Gi"]);
+    let sts: StatefulSet = ns.api::<StatefulSet>().get("media").await.unwrap();
+    assert_eq!(
+        sts.spec.unwrap().replicas,
+        Some(2),
+        "a refused spec is not partially applied"
+    );
+    // Raising the spec to what exists lifts the refusal; the smaller PVC grows to match.
+    patch_spec(&ns, "media", json!({"storageSize": "3Gi"})).await;
+    wait_ready(&ns, "media", 3).await;
+    wait_for(WAIT, "every PVC to request 3Gi", || async {
+        let sizes = pvc_sizes(&ns, "media").await;
+        if sizes.len() == 3 && sizes.iter().take(2).all(|s| s == "3Gi") {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{sizes:?}")))
+        }
+    })
+    .await
+    .unwrap();
+
+    // A class that forbids expansion: a clear condition, PVCs untouched.
+    let sc_name = format!("noexpand-{}", ns.name());
+    let scs: Api<StorageClass> = Api::all(ns.client());
+    let sc: StorageClass = serde_json::from_value(json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": sc_name},
+        "provisioner": "kubernetes.io/host-path",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": false
+    }))
+    .unwrap();
+    scs.create(&PostParams::default(), &sc).await.unwrap();
+    let mut s = spec(Engine::Postgres, 1, "16.4.0", "1Gi");
+    s.storage_class_name = Some(sc_name.clone());
+    create_db(&ns, "fixed", s).await;
+    wait_ready(&ns, "fixed", 1).await;
+    wait_pvcs_bound(&ns, "fixed", 1).await;
+    patch_spec(&ns, "fixed", json!({"storageSize": "3Gi"})).await;
+    let db = wait_degraded(&ns, "fixed", "StorageExpansionNotAllowed").await;
+    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    assert!(
+        msg.contains(&sc_name) && msg.contains("does not allow volume expansion"),
+        "{msg}"
+    );
+    assert_eq!(pvc_sizes(&ns, "fixed").await, vec!["1Gi"]);
+
+    teardown(ns, replica).await;
+    let _ = scs.delete(&sc_name, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_spec_bypassing_admission_is_refused_with_a_condition() {
+    let ns = setup("rec-invalid").await;
+    let replica = start_controller(&ns).await;
+    // 13.x is a retired PostgreSQL line: schema-valid, rejected by the shared API rules.
+    create_db(&ns, "legacy", spec(Engine::Postgres, 1, "13.4.0", "1Gi")).await;
+    let db = wait_degraded(&ns, "legacy", "InvalidSpec").await;
+    let ready = condition(&db, CONDITION_READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(ready.message.contains("spec.version"), "{}", ready.message);
+    assert_eq!(db.status.as_ref().unwrap().phase, Some(Phase::Failed));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        ns.api::<StatefulSet>()
+            .get_opt("legacy")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing acted on"
+    );
+    assert!(ns
+        .api::<Secret>()
+        .get_opt("legacy-credentials")
+        .await
+        .unwrap()
+        .is_none());
+    // Refusing does not hot-loop: a few seconds add no further writes.
+    let n = replica.writes.len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(replica.writes.len(), n, "{:?}", replica.writes.entries());
+    // Fixing the spec lets it proceed.
+    patch_spec(&ns, "legacy", json!({"version": "16.4.0"})).await;
+    wait_ready(&ns, "legacy", 1).await;
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_cleans_up_in_order_and_honours_the_pvc_annotation() {
+    let ns = setup("rec-delete").await;
+    let replica = start_controller(&ns).await;
+    let mut keep = spec(Engine::Postgres, 2, "16.4.0", "1Gi");
+    keep.backup_schedule = Some("0 3 * * *".into());
+    create_db(&ns, "keep", keep).await;
+    let dbs: Api<Database> = ns.api();
+    let mut purge = Database::new("purge", spec(Engine::Mysql, 1, "8.4.0", "1Gi"));
+    purge.metadata.annotations = Some(BTreeMap::from([(
+        api::ANNOTATION_DELETE_PVCS.to_owned(),
+        "true".to_owned(),
+    )]));
+    dbs.create(&PostParams::default(), &purge).await.unwrap();
+    wait_ready(&ns, "keep", 2).await;
+    wait_ready(&ns, "purge", 1).await;
+    assert!(ns
+        .api::<CronJob>()
+        .get_opt("keep-backup")
+        .await
+        .unwrap()
+        .is_some());
+
+    for name in ["keep", "purge"] {
+        dbs.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["keep", "purge"] {
+        wait_for(
+            WAIT,
+            &format!("Database {name} to be gone (finalizer released)"),
+            || async {
+                match dbs.get_opt(name).await? {
+                    None => Ok(()),
+                    Some(db) => Err(NotYet::new(describe(&db))),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for name in ["keep", "purge"] {
+        assert!(ns
+            .api::<StatefulSet>()
+            .get_opt(name)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(ns.api::<Service>().get_opt(name).await.unwrap().is_none());
+        assert!(ns
+            .api::<ConfigMap>()
+            .get_opt(&format!("{name}-config"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(ns
+            .api::<Secret>()
+            .get_opt(&format!("{name}-credentials"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(pods(&ns, name).await.is_empty());
+    }
+    assert!(ns
+        .api::<CronJob>()
+        .get_opt("keep-backup")
+        .await
+        .unwrap()
+        .is_none());
+    let live_pvcs = |name: &'static str| {
+        let api: Api<PersistentVolumeClaim> = ns.api();
+        async move {
+            api.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .count()
+        }
+    };
+    assert_eq!(
+        live_pvcs("keep").await,
+        3,
+        "2 data PVCs + the backup PVC are kept"
+    );
+    assert_eq!(
+        live_pvcs("purge").await,
+        0,
+        "annotated Database's PVCs are deleted"
+    );
+
+    // Order, from the events: client Service, then StatefulSet, then the rest.
+    let events: Api<K8sEvent> = ns.api();
+    let mut evs: Vec<K8sEvent> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("keep"))
+        .filter(|e| e.action.as_deref() == Some("Cleanup"))
+        .collect();
+    evs.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    let reasons: Vec<String> = evs.iter().filter_map(|e| e.reason.clone()).collect();
+    let pos = |r: &str| {
+        reasons
+            .iter()
+            .position(|x| x == r)
+            .unwrap_or_else(|| panic!("no {r} in {reasons:?}"))
+    };
+    assert!(
+        pos("ServiceDeleted") < pos("StatefulSetDeleted"),
+        "{reasons:?}"
+    );
+    assert!(
+        pos("StatefulSetDeleted") < pos("ChildrenDeleted"),
+        "{reasons:?}"
+    );
+    assert!(
+        pos("ChildrenDeleted") < pos("CleanupComplete"),
+        "{reasons:?}"
+    );
+
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_hands_over_to_the_follower_without_duplicate_work() {
+    let ns = setup("rec-leader").await;
+    let lease = "db-operator-test";
+    let a = start_elected_replica(&ns, "replica-a", lease).await;
+    let leases: Api<Lease> = ns.api();
+    let holder = || async {
+        leases
+            .get_opt(lease)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+    wait_for(Duration::from_secs(30), "replica-a to lead", || async {
+        match holder().await.as_deref() {
+            Some("replica-a") => Ok(()),
+            other => Err(NotYet::new(format!("{other:?}"))),
+        }
+    })
+    .await
+    .unwrap();
+    let b = start_elected_replica(&ns, "replica-b", lease).await;
+    create_db(&ns, "billing", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_ready(&ns, "billing", 1).await;
+    assert!(!a.work_writes().is_empty(), "the leader did the work");
+    assert!(
+        b.work_writes().is_empty(),
+        "the follower did nothing: {:?}",
+        b.work_writes()
+    );
+    assert_eq!(holder().await.as_deref(), Some("replica-a"));
+
+    // Kill the leader: no graceful release, the Lease must expire.
+    a.task.abort();
+    wait_for(
+        Duration::from_secs(30),
+        "replica-b to take over",
+        || async {
+            match holder().await.as_deref() {
+                Some("replica-b") => Ok(()),
+                other => Err(NotYet::new(format!("{other:?}"))),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // The new leader reconciles the converged Database without redoing anything.
+    wait_for(
+        Duration::from_secs(30),
+        "replica-b to reconcile",
+        || async {
+            if b.metrics.reconcile_count() > 0 {
+                Ok(())
+            } else {
+                Err(NotYet::new("no reconcile yet"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        b.work_writes().is_empty(),
+        "takeover redid work: {:?}",
+        b.work_writes()
+    );
+    // And it continues: a spec change is acted on by the new leader.
+    patch_spec(&ns, "billing", json!({"replicas": 2})).await;
+    wait_ready(&ns, "billing", 2).await;
+    assert!(!b.work_writes().is_empty());
+    teardown(ns, b).await;
+}
