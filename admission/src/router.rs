@@ -337,7 +337,7 @@ fn convert(body: &[u8], start: Instant) -> (Response<ResponseBody>, Decision) {
                 desired_api_version = %converted.desired_api_version,
                 objects = converted.objects,
                 allowed = converted.success,
-                message = %converted.message,
+                failure = %converted.message,
                 latency_us = start.elapsed().as_micros() as u64,
                 "conversion decision"
             );
