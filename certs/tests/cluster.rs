@@ -32,6 +32,12 @@ struct Fixture {
 
 impl Fixture {
     async fn new(prefix: &str) -> Fixture {
+        Self::with_webhook(prefix, None).await
+    }
+
+    /// `live_port`: point the webhooks at a real server on 127.0.0.1:<port> for ConfigMaps
+    /// labelled `certs-e2e=1` in the test namespace, with failurePolicy Fail.
+    async fn with_webhook(prefix: &str, live_port: Option<u16>) -> Fixture {
         let ns = cluster().await.unwrap().namespace(prefix).await.unwrap();
         let cert_dir = tempfile::tempdir().unwrap();
         let name = format!("certs-it-{}", ns.name());
@@ -52,7 +58,7 @@ impl Fixture {
             config,
             cert_dir,
         };
-        fixture.create_webhook_configs().await;
+        fixture.create_webhook_configs(live_port).await;
         fixture
     }
 
@@ -72,9 +78,22 @@ impl Fixture {
         Api::all(self.ns.client())
     }
 
-    async fn create_webhook_configs(&self) {
-        let entry = |hook: &str, path: &str| {
-            json!({
+    async fn create_webhook_configs(&self, live_port: Option<u16>) {
+        let ns = self.ns.name().to_string();
+        let entry = |hook: &str, path: &str| match live_port {
+            Some(port) => json!({
+                "name": hook,
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/{path}")},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                           "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "objectSelector": {"matchLabels": {"certs-e2e": "1"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }),
+            None => json!({
                 "name": hook,
                 "clientConfig": {"url": format!("https://127.0.0.1:1/{path}")},
                 "rules": [{"apiGroups": ["certs-it.invalid"], "apiVersions": ["v1"],
@@ -84,7 +103,7 @@ impl Fixture {
                 "sideEffects": "None",
                 "admissionReviewVersions": ["v1"],
                 "timeoutSeconds": 1,
-            })
+            }),
         };
         let vwc: ValidatingWebhookConfiguration = serde_json::from_value(json!({
             "metadata": {"name": self.name()},
@@ -482,5 +501,209 @@ async fn crd_conversion_webhook_gets_the_bundle_only_while_strategy_is_webhook()
     assert_eq!(bundle(&stored), None);
 
     let _ = crds.delete(&crd_name, &DeleteParams::default()).await;
+    fx.finish().await;
+}
+
+/// A minimal admission webhook over TLS through `resolver`: allows everything, answers one
+/// request per connection (`Connection: close`) so that every API server call makes a new
+/// handshake with whatever certificate is current. Records the leaf served at each accept.
+async fn serve_allow_all(
+    listener: tokio::net::TcpListener,
+    resolver: Arc<ReloadingResolver>,
+    served: Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = resolver.server_config().unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let acceptor = acceptor.clone();
+        let resolver = Arc::clone(&resolver);
+        let served = Arc::clone(&served);
+        tokio::spawn(async move {
+            let fp = resolver.fingerprint();
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            served.lock().unwrap().push(fp);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let (head_end, content_length) = loop {
+                let Ok(n) = tls.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..pos]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    break (pos + 4, len);
+                }
+            };
+            while buf.len() < head_end + content_length {
+                let Ok(n) = tls.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let review: serde_json::Value =
+                serde_json::from_slice(&buf[head_end..head_end + content_length])
+                    .unwrap_or_default();
+            let body = json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": review["request"]["uid"], "allowed": true},
+            })
+            .to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(response.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        });
+    }
+}
+
+/// The acceptance scenario for certificates: a client keeps creating and updating
+/// objects through the API server, which calls our webhook (failurePolicy Fail) over TLS with
+/// the injected caBundle, while a leaf rotation and then a full CA rotation are forced.
+#[tokio::test]
+async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fx = Fixture::with_webhook("certs-e2e", Some(port)).await;
+    let (task, stop) = fx.spawn_manager();
+    let before = fx.wait_injected().await;
+    let resolver =
+        ReloadingResolver::from_files_when_ready(fx.config.cert_path(), fx.config.key_path(), WAIT)
+            .await
+            .unwrap();
+    let (_reload_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    resolver.spawn_reload(Duration::from_millis(100), async move {
+        let _ = rx.await;
+    });
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    tokio::spawn(serve_allow_all(
+        listener,
+        Arc::clone(&resolver),
+        Arc::clone(&served),
+    ));
+
+    // Load: two clients creating and updating labelled ConfigMaps as fast as they can.
+    let running = Arc::new(AtomicBool::new(true));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for worker in 0..2 {
+        let cms: Api<ConfigMap> = fx.ns.api();
+        let (running, ok, failed) = (Arc::clone(&running), Arc::clone(&ok), Arc::clone(&failed));
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u32;
+            while running.load(Ordering::Relaxed) {
+                let name = format!("load-{worker}-{}", i % 20);
+                let cm: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": {"certs-e2e": "1"}},
+                    "data": {"i": i.to_string()},
+                }))
+                .unwrap();
+                let pp = PatchParams::apply("certs-e2e-load");
+                match cms.patch(&name, &pp, &Patch::Apply(&cm)).await {
+                    Ok(_) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failed.lock().unwrap().push(e.to_string()),
+                }
+                i += 1;
+            }
+        }));
+    }
+    // Load is flowing through the webhook before we rotate.
+    wait_for(WAIT, "webhook calls under load", || async {
+        let n = served.lock().unwrap().len();
+        if n >= 10 {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{n} calls")))
+        }
+    })
+    .await
+    .unwrap();
+
+    let old_leaf = fingerprint(&before.leaf.as_ref().unwrap().cert_pem);
+    fx.annotate_secret(ANNOTATION_FORCE, "leaf").await;
+    let (_, _) = watch_trust_until(&fx, &resolver, |stored, resolver| {
+        let leaf = fingerprint(&stored.leaf.as_ref().unwrap().cert_pem);
+        leaf != old_leaf && resolver.fingerprint() == leaf
+    })
+    .await;
+    let old_ca = fingerprint(&before.ca.as_ref().unwrap().cert_pem);
+    fx.annotate_secret(ANNOTATION_FORCE, "ca").await;
+    let (_, phases) = watch_trust_until(&fx, &resolver, |stored, resolver| {
+        let ca = fingerprint(&stored.ca.as_ref().unwrap().cert_pem);
+        ca != old_ca
+            && stored.phase == certs::rotation::Phase::Stable
+            && resolver.fingerprint() == fingerprint(&stored.leaf.as_ref().unwrap().cert_pem)
+    })
+    .await;
+    fx.wait_injected().await;
+    // Keep the load on the final state for a moment (new CA only in the bundle).
+    let calls_before = served.lock().unwrap().len();
+    wait_for(WAIT, "webhook calls after the CA rotation", || async {
+        let n = served.lock().unwrap().len() - calls_before;
+        if n >= 10 {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{n} calls")))
+        }
+    })
+    .await
+    .unwrap();
+    running.store(false, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    let failed = failed.lock().unwrap().clone();
+    let leaves: std::collections::BTreeSet<String> =
+        served.lock().unwrap().iter().cloned().collect();
+    eprintln!(
+        "e2e: {} requests ok, {} failed, {} webhook handshakes, {} distinct leaves served, phases {phases:?}",
+        ok.load(Ordering::Relaxed),
+        failed.len(),
+        served.lock().unwrap().len(),
+        leaves.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} requests failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        leaves.len() >= 3,
+        "original, leaf-rotated and CA-rotated leaves must all have served calls"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
     fx.finish().await;
 }
