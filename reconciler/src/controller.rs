@@ -7,7 +7,7 @@ use std::sync::Arc;
 use api::v1::Database;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::watcher;
@@ -15,7 +15,12 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+
+use crate::desired::{
+    COMPONENT_BACKUP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY,
+};
 use crate::leader::LeaderElector;
 use crate::reconcile::{error_policy, reconcile, Context};
 
@@ -38,6 +43,13 @@ where
     }
 }
 
+/// The Database a backup Job belongs to, from its instance label.
+fn backup_job_owner(job: Job) -> Option<ObjectRef<Database>> {
+    let name = job.labels().get(LABEL_INSTANCE)?.clone();
+    let ns = job.namespace()?;
+    Some(ObjectRef::new(&name).within(&ns))
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_controller(
     ctx: Arc<Context>,
@@ -55,7 +67,16 @@ pub async fn run_controller(
         .owns(api::<Service>(&client, ns), children.clone())
         .owns(api::<ConfigMap>(&client, ns), children.clone())
         .owns(api::<Secret>(&client, ns), children.clone())
-        .owns(api::<CronJob>(&client, ns), children)
+        .owns(api::<CronJob>(&client, ns), children.clone())
+        // Backup Jobs belong to the CronJob, not the Database: map them by label so a finished
+        // backup updates status.lastBackupTime right away.
+        .watches(
+            api::<Job>(&client, ns),
+            children.labels(&format!(
+                "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_BACKUP}"
+            )),
+            backup_job_owner,
+        )
         .with_config(ControllerConfig::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use api::catalog::Catalog;
 use api::v1::{Database, DatabaseSpec, Engine, Phase, CONDITION_DEGRADED, CONDITION_READY};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -100,6 +100,7 @@ fn context(
     identity: &str,
     metrics: Arc<Metrics>,
     rollout_timeout: Duration,
+    catalog: Catalog,
 ) -> Arc<Context> {
     Arc::new(Context {
         recorder: Recorder::new(
@@ -110,7 +111,7 @@ fn context(
             },
         ),
         client,
-        catalog: Arc::new(Catalog::builtin()),
+        catalog: Arc::new(catalog),
         metrics,
         settings: Settings {
             rollout_timeout,
@@ -129,9 +130,17 @@ async fn new_client(metrics: &Arc<Metrics>) -> (Client, WriteLog) {
 
 /// Starts a controller (no leader election) scoped to `ns`.
 async fn start_controller(ns: &TestNamespace) -> Replica {
+    start_controller_with(ns, Duration::from_secs(300), Catalog::builtin()).await
+}
+
+async fn start_controller_with(
+    ns: &TestNamespace,
+    rollout_timeout: Duration,
+    catalog: Catalog,
+) -> Replica {
     let metrics = Arc::new(Metrics::new());
     let (client, writes) = new_client(&metrics).await;
-    let ctx = context(client, "test", metrics.clone(), Duration::from_secs(300));
+    let ctx = context(client, "test", metrics.clone(), rollout_timeout, catalog);
     let (tx, rx) = oneshot::channel();
     let scope = Scope {
         namespace: Some(ns.name().to_owned()),
@@ -157,6 +166,7 @@ async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) 
         identity,
         metrics.clone(),
         Duration::from_secs(300),
+        Catalog::builtin(),
     );
     let elector = LeaderElector::new(
         client,
@@ -800,9 +810,37 @@ async fn storage_grows_pvcs_refuses_shrink_and_explains_a_class_without_expansio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_spec_bypassing_admission_is_refused_with_a_condition() {
     let ns = setup("rec-invalid").await;
-    let replica = start_controller(&ns).await;
-    // 13.x is a retired PostgreSQL line: schema-valid, rejected by the shared API rules.
-    create_db(&ns, "legacy", spec(Engine::Postgres, 1, "13.4.0", "1Gi")).await;
+    // The reconciler's catalog no longer supports PostgreSQL 14 while the API server (and any
+    // admission webhook, which uses the built-in catalog) still accepts it: exactly the spec that
+    // slipped past admission and must not be acted on.
+    let builtin = api::catalog::BUILTIN_CATALOG_YAML;
+    let line_14 = "      - line: \"14\"\n        minimum: \"14.0.0\"\n";
+    let edge_14 = "      - { from: \"14\", to: \"15\" }\n";
+    assert!(
+        builtin.contains(line_14) && builtin.contains(edge_14),
+        "catalog format changed"
+    );
+    let without_14: String = builtin
+        .replace(edge_14, "")
+        .lines()
+        .scan(false, |skipping, l| {
+            if l == "      - line: \"14\"" {
+                *skipping = true;
+                return Some(None);
+            }
+            if *skipping && l.starts_with("        ") {
+                return Some(None);
+            }
+            *skipping = false;
+            Some(Some(l))
+        })
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let catalog = Catalog::from_yaml(&without_14).unwrap();
+    assert!(!catalog.supports(Engine::Postgres, &semver::Version::parse("14.5.0").unwrap()));
+    let replica = start_controller_with(&ns, Duration::from_secs(300), catalog).await;
+    create_db(&ns, "legacy", spec(Engine::Postgres, 1, "14.5.0", "1Gi")).await;
     let db = wait_degraded(&ns, "legacy", "InvalidSpec").await;
     let ready = condition(&db, CONDITION_READY).unwrap();
     assert_eq!(
@@ -831,7 +869,7 @@ async fn invalid_spec_bypassing_admission_is_refused_with_a_condition() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(replica.writes.len(), n, "{:?}", replica.writes.entries());
     // Fixing the spec lets it proceed.
-    patch_spec(&ns, "legacy", json!({"version": "16.4.0"})).await;
+    patch_spec(&ns, "legacy", json!({"version": "15.8.0"})).await;
     wait_ready(&ns, "legacy", 1).await;
     teardown(ns, replica).await;
 }
@@ -1035,4 +1073,125 @@ async fn killing_the_leader_hands_over_to_the_follower_without_duplicate_work() 
     wait_ready(&ns, "billing", 2).await;
     assert!(!b.work_writes().is_empty());
     teardown(ns, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_stuck_on_an_unready_pod_is_reported_degraded_and_goes_no_further() {
+    let ns = setup("rec-stall").await;
+    let replica = start_controller_with(&ns, Duration::from_secs(5), Catalog::builtin()).await;
+    create_db(&ns, "stuck", spec(Engine::Postgres, 3, "16.4.0", "1Gi")).await;
+    wait_ready(&ns, "stuck", 3).await;
+    let before: StatefulSet = ns.api::<StatefulSet>().get("stuck").await.unwrap();
+    let old_revision = before.status.and_then(|s| s.update_revision).unwrap();
+    // More CPU than any node has: the first updated pod can never be scheduled, so never Ready.
+    patch_spec(
+        &ns,
+        "stuck",
+        json!({"resources": {"requests": {"cpu": "100"}, "limits": {"cpu": "100"}}}),
+    )
+    .await;
+    let db = wait_degraded(&ns, "stuck", "RolloutStalled").await;
+    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    assert!(
+        msg.contains("stuck-2") && msg.contains("has not become Ready"),
+        "{msg}"
+    );
+    assert_eq!(
+        condition(&db, "Progressing").map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("False", "RolloutStalled"))
+    );
+    // Only the highest ordinal was touched; the others still run the old revision.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ps = pods(&ns, "stuck").await;
+    let on_old = ps
+        .iter()
+        .filter(|p| p.labels().get("controller-revision-hash") == Some(&old_revision))
+        .count();
+    assert_eq!(
+        on_old, 2,
+        "the rollout must not continue past the stuck pod"
+    );
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_schedule_creates_cronjob_reports_last_backup_and_unset_removes_it() {
+    let ns = setup("rec-backup").await;
+    let replica = start_controller(&ns).await;
+    let mut s = spec(Engine::Mysql, 1, "8.4.0", "1Gi");
+    s.backup_schedule = Some("*/30 * * * *".into());
+    let db = create_db(&ns, "shop", s).await;
+    wait_ready(&ns, "shop", 1).await;
+    let cj: CronJob = ns.api::<CronJob>().get("shop-backup").await.unwrap();
+    let db = ns.api::<Database>().get(&db.name_any()).await.unwrap();
+    assert!(owned_by(&cj, &db));
+    let cmd = cj
+        .spec
+        .job_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .command
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(cmd.contains("mysqldump"), "{cmd}");
+    assert!(ns
+        .api::<PersistentVolumeClaim>()
+        .get_opt("shop-backups")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Run one backup now, as `kubectl create job --from=cronjob/shop-backup` would.
+    let template = cj.spec.job_template.clone();
+    let job = Job {
+        metadata: kube::api::ObjectMeta {
+            name: Some("shop-backup-manual".into()),
+            labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+            owner_references: Some(vec![cj.controller_owner_ref(&()).unwrap()]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    };
+    ns.api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    let dbs: Api<Database> = ns.api();
+    wait_for(
+        WAIT,
+        "status.lastBackupTime from the finished Job",
+        || async {
+            let db = dbs.get("shop").await?;
+            match db.status.as_ref().and_then(|s| s.last_backup_time.clone()) {
+                Some(t) => Ok(t),
+                None => Err(NotYet::new(describe(&db))),
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    patch_spec(&ns, "shop", json!({"backupSchedule": null})).await;
+    wait_for(
+        WAIT,
+        "CronJob removed once backupSchedule is unset",
+        || async {
+            match ns.api::<CronJob>().get_opt("shop-backup").await? {
+                None => Ok(()),
+                Some(c) if c.metadata.deletion_timestamp.is_some() => Ok(()),
+                Some(_) => Err(NotYet::new("still there")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    teardown(ns, replica).await;
 }
