@@ -95,8 +95,8 @@ pub enum StoreError {
         /// The certificate error.
         source: CertError,
     },
-    /// Too many write conflicts in a row; another writer keeps winning.
-    #[error("gave up writing Secret {name} after {attempts} conflicting attempts")]
+    /// No stable state within a bounded number of steps (e.g. another writer keeps winning).
+    #[error("gave up converging Secret {name}: {attempts} writes lost to other writers without settling")]
     TooManyConflicts {
         /// Secret namespace/name.
         name: String,

@@ -31,6 +31,9 @@ use crate::store::{self, converge, SecretStore, StoredCerts};
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
     synced: bool,
+    /// `--manage-certs=false`: certificates come from elsewhere (cert-manager); only a valid
+    /// loaded pair is required, which the resolver guarantees.
+    unmanaged: bool,
     secret_leaf_pem: Option<String>,
     secret_leaf_fingerprint: Option<String>,
     /// When this process first saw the Secret's current leaf.
@@ -72,6 +75,9 @@ impl Readiness {
                 .clone()
                 .map(|e| format!("certificates not synced yet: {e}"))
                 .unwrap_or_else(|| "certificates not synced yet".to_string()));
+        }
+        if snap.unmanaged {
+            return Ok(());
         }
         for (i, bundle) in snap.injected_bundles.iter().enumerate() {
             verify_against(served_pem, bundle, now).map_err(|e| {
@@ -205,6 +211,7 @@ impl CertManager {
         };
         self.readiness.snapshot.store(Arc::new(Snapshot {
             synced: true,
+            unmanaged: false,
             secret_leaf_pem: leaf_pem,
             secret_leaf_fingerprint: leaf_fp,
             leaf_seen_at,
@@ -231,9 +238,11 @@ impl CertManager {
         tokio::pin!(shutdown);
         if !self.config.manage_certs {
             info!("certificate management disabled (--manage-certs=false); serving files from --cert-dir only");
-            let mut snap = (**self.readiness.snapshot.load()).clone();
-            snap.synced = true;
-            self.readiness.snapshot.store(Arc::new(snap));
+            self.readiness.snapshot.store(Arc::new(Snapshot {
+                synced: true,
+                unmanaged: true,
+                ..Snapshot::default()
+            }));
             shutdown.await;
             return;
         }
@@ -360,6 +369,7 @@ mod tests {
         let fp = |p: &str| cert_info_pem(p).unwrap().fingerprint;
         let synced = |bundles: Vec<String>, seen_secs_ago: i64| Snapshot {
             synced: true,
+            unmanaged: false,
             secret_leaf_pem: Some(new_leaf.clone()),
             secret_leaf_fingerprint: Some(fp(&new_leaf)),
             leaf_seen_at: Some(Timestamp::from_second(now.as_second() - seen_secs_ago).unwrap()),

@@ -601,7 +601,7 @@ pub async fn converge(
     }
     Err(StoreError::TooManyConflicts {
         name: store.qualified_name(),
-        attempts: lost.max(MAX_STEPS),
+        attempts: lost,
     })
 }
 
