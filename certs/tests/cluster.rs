@@ -707,3 +707,50 @@ async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
         .unwrap();
     fx.finish().await;
 }
+
+/// Two replicas running side by side through a forced CA rotation: they never start two
+/// different rotations (at most one next CA is ever published) and end on one CA.
+#[tokio::test]
+async fn two_running_managers_rotate_the_ca_once() {
+    let fx = Fixture::new("certs-pair").await;
+    let (task_a, stop_a) = fx.spawn_manager();
+    let (task_b, stop_b) = fx.spawn_manager();
+    let before = fx.wait_injected().await;
+    let old_ca = fingerprint(&before.ca.as_ref().unwrap().cert_pem);
+
+    fx.annotate_secret(ANNOTATION_FORCE, "ca").await;
+    let cas_seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let after = wait_for(WAIT, "the CA rotation to settle", || async {
+        let stored = fx.stored().await.ok_or_else(|| NotYet::new("no Secret"))?;
+        cas_seen
+            .lock()
+            .unwrap()
+            .extend(stored.bundle_fingerprints());
+        let ca = fingerprint(&stored.ca.as_ref().unwrap().cert_pem);
+        if ca != old_ca && stored.phase == certs::rotation::Phase::Stable {
+            Ok(stored)
+        } else {
+            Err(NotYet::new(format!("phase {}", stored.phase)))
+        }
+    })
+    .await
+    .unwrap();
+    let cas_seen = cas_seen.into_inner().unwrap();
+    assert_eq!(
+        cas_seen.len(),
+        2,
+        "exactly the old and one new CA may ever appear in the bundle: {cas_seen:?}"
+    );
+    assert_eq!(after.bundle_fingerprints().len(), 1);
+    fx.wait_injected().await;
+
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    for task in [task_a, task_b] {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    fx.finish().await;
+}
