@@ -45,6 +45,13 @@ struct CertFiles {
     key: PathBuf,
 }
 
+impl CertFiles {
+    /// Both paths, so an error about the pair (e.g. a key mismatch) names both files.
+    fn describe(&self) -> String {
+        format!("{} + {}", self.cert.display(), self.key.display())
+    }
+}
+
 /// Outcome of one reload attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
@@ -103,7 +110,7 @@ impl ReloadingResolver {
         };
         let cert_pem = read_file(&files.cert)?;
         let key_pem = read_file(&files.key)?;
-        let served = validate_pair(cert_pem, key_pem, &files.cert.display().to_string())?;
+        let served = validate_pair(cert_pem, key_pem, &files.describe())?;
         info!(
             cert = %files.cert.display(),
             fingerprint = %served.fingerprint,
@@ -192,7 +199,7 @@ impl ReloadingResolver {
             }
         }
         let digest = content_digest(&cert_pem, &key_pem);
-        match validate_pair(cert_pem, key_pem, &files.cert.display().to_string()) {
+        match validate_pair(cert_pem, key_pem, &files.describe()) {
             Ok(served) => {
                 let fingerprint = served.fingerprint.clone();
                 self.swap_in(served);
