@@ -399,3 +399,124 @@ pub fn request_for(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9.:/@* -]{0,12}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "postgres",
+                "mysql",
+                "17.7.0",
+                "8.4.7",
+                "10Gi",
+                "512Mi",
+                "-1",
+                "@daily",
+                "0 2 * * *",
+                "1e3",
+                "100m",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "spec",
+                        "engine",
+                        "version",
+                        "replicas",
+                        "storageSize",
+                        "resources",
+                        "requests",
+                        "limits",
+                        "cpu",
+                        "memory",
+                        "config",
+                        "backupSchedule",
+                        "storageClassName",
+                        "metadata",
+                        "name",
+                        "apiVersion",
+                        "kind",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn database_like() -> impl Strategy<Value = Value> {
+        (arbitrary_json(), prop::sample::select(vec!["example.com/v1", "example.com/v1beta1", "example.com/v1alpha1", "x/v9"]))
+            .prop_map(|(spec, api_version)| {
+                json!({"apiVersion": api_version, "kind": "Database", "metadata": {"name": "db", "namespace": "ns"}, "spec": spec})
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the object holds, both webhooks answer with a review for the same uid.
+        #[test]
+        fn any_object_gets_an_answer_for_its_uid(
+            object in prop_oneof![database_like(), arbitrary_json()],
+            old in prop::option::of(database_like()),
+            operation in prop::sample::select(vec!["CREATE", "UPDATE", "DELETE", "CONNECT"]),
+        ) {
+            let body = serde_json::to_vec(&request_for("u-1", operation, "ns", Some(&object), old.as_ref())).unwrap();
+            for webhook in [Webhook::Validate, Webhook::Mutate] {
+                match review(webhook, &body, &Catalog::builtin(), &NamespaceCache::Disabled) {
+                    Ok(decided) => {
+                        let answer: Value = serde_json::from_slice(&decided.body).unwrap();
+                        prop_assert_eq!(&answer["response"]["uid"], "u-1");
+                        prop_assert_eq!(answer["response"]["allowed"].as_bool(), Some(decided.allowed));
+                    }
+                    // Only a non-object `object` may be refused as malformed.
+                    Err(BadReview::MalformedRequest(m)) => prop_assert!(!object.is_object(), "{m}"),
+                    Err(other) => prop_assert!(false, "unexpected {other}"),
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn arbitrary_bodies_are_answered_or_refused(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = review(Webhook::Validate, &body, &Catalog::builtin(), &NamespaceCache::Disabled);
+        }
+    }
+
+    #[test]
+    fn patch_is_sent_as_base64_json_patch() {
+        let object = json!({"apiVersion": "example.com/v1", "kind": "Database", "metadata": {"name": "db"}, "spec": {}});
+        let body =
+            serde_json::to_vec(&request_for("u", "CREATE", "ns", Some(&object), None)).unwrap();
+        let decided = review(
+            Webhook::Mutate,
+            &body,
+            &Catalog::builtin(),
+            &NamespaceCache::Disabled,
+        )
+        .unwrap();
+        let answer: Value = serde_json::from_slice(&decided.body).unwrap();
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(patch.0.len(), decided.patch_ops);
+        assert!(decided.patch_ops > 0);
+    }
+}
