@@ -35,3 +35,15 @@ ALL_BINARIES=("${K8S_BINARIES[@]}" etcd kwok)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# Prints the pid of component $1 if its pid file names a live process running binary $2 from
+# BIN_DIR. A binary replaced by a rebuild shows as "<path> (deleted)" and still counts (up restarts it).
+component_pid() {
+  local pidfile="${RUN_DIR}/$1.pid" pid exe
+  [[ -s "${pidfile}" ]] || return 1
+  pid="$(<"${pidfile}")"
+  [[ "${pid}" =~ ^[0-9]+$ && -d "/proc/${pid}" ]] || return 1
+  exe="$(readlink "/proc/${pid}/exe" 2>/dev/null)" || return 1
+  [[ "${exe% (deleted)}" == "$(readlink -f "${BIN_DIR}/$2")" ]] || return 1
+  echo "${pid}"
+}
