@@ -28,6 +28,8 @@ struct Fixture {
     ns: TestNamespace,
     config: CertConfig,
     cert_dir: tempfile::TempDir,
+    /// Readiness handles of the managers started by `spawn_manager`.
+    readiness: std::sync::Mutex<Vec<certs::Readiness>>,
 }
 
 impl Fixture {
@@ -57,6 +59,7 @@ impl Fixture {
             ns,
             config,
             cert_dir,
+            readiness: std::sync::Mutex::new(Vec::new()),
         };
         fixture.create_webhook_configs(live_port).await;
         fixture
@@ -180,6 +183,7 @@ impl Fixture {
     ) {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let manager = CertManager::new(self.ns.client(), self.config.clone());
+        self.readiness.lock().unwrap().push(manager.readiness());
         let task = tokio::spawn(manager.run(async move {
             let _ = rx.await;
         }));
@@ -332,6 +336,12 @@ async fn watch_trust_until(
                 panic!(
                     "sample {samples}: webhook entry {i} would reject the served certificate: {e}"
                 );
+            }
+        }
+        // /readyz must not flap during a rotation: an unready replica leaves the Service.
+        for (i, readiness) in fx.readiness.lock().unwrap().iter().enumerate() {
+            if let Err(e) = readiness.check(resolver) {
+                panic!("sample {samples}: manager {i} reports not ready: {e}");
             }
         }
         samples += 1;
