@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Namespace, ServiceAccount};
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Client, Config, Resource};
 
 use crate::cluster::Cluster;
@@ -20,12 +20,14 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "testkit";
 /// Label holding the (sanitized) prefix the test asked for, to find a test's leftovers.
 const TEST_LABEL: &str = "testkit.example.com/test";
+/// Events printed for a failed test's namespace.
+const EVENTS_SHOWN: usize = 30;
 
 /// A namespace owned by one test, with an admin client.
 ///
 /// Call [`TestNamespace::cleanup`] at the end of the test. If the test panics first, dropping the
-/// namespace prints the component log tails and deletes it anyway (set `DBOP_KEEP_NAMESPACES=1`
-/// to keep it for inspection).
+/// namespace prints the component log tails and the namespace's recent events, then deletes it
+/// anyway (set `DBOP_KEEP_NAMESPACES=1` to keep it for inspection).
 pub struct TestNamespace {
     name: String,
     client: Client,
@@ -134,23 +136,60 @@ async fn delete_namespace(client: Client, name: &str) -> Result<(), Error> {
     }
 }
 
+/// Prints the namespace's most recent events (what controllers and the scheduler said).
+async fn print_events(client: Client, namespace: &str) {
+    let events: Api<Event> = Api::namespaced(client, namespace);
+    match events.list(&ListParams::default()).await {
+        Ok(list) => {
+            let mut items = list.items;
+            items.sort_by_key(|e| {
+                e.metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse::<u64>().ok())
+            });
+            let shown = &items[items.len().saturating_sub(EVENTS_SHOWN)..];
+            eprintln!(
+                "----- testkit: last {} events in namespace {namespace} -----",
+                shown.len()
+            );
+            for e in shown {
+                let object = &e.involved_object;
+                eprintln!(
+                    "{} {} {}/{}: {}",
+                    e.type_.as_deref().unwrap_or("-"),
+                    e.reason.as_deref().unwrap_or("-"),
+                    object.kind.as_deref().unwrap_or("-"),
+                    object.name.as_deref().unwrap_or("-"),
+                    e.message.as_deref().unwrap_or(""),
+                );
+            }
+        }
+        Err(e) => eprintln!("testkit: cannot list events in {namespace}: {e}"),
+    }
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         if self.cleaned_up {
             return;
         }
-        if std::thread::panicking() {
+        let failed = std::thread::panicking();
+        if failed {
             eprintln!("testkit: test failed while using namespace {}", self.name);
             crate::logs::dump_logs(&self.log_dir);
         }
-        if std::env::var_os("DBOP_KEEP_NAMESPACES").is_some() {
+        let keep = std::env::var_os("DBOP_KEEP_NAMESPACES").is_some();
+        if keep {
             eprintln!(
                 "testkit: keeping namespace {} (DBOP_KEEP_NAMESPACES)",
                 self.name
             );
-            return;
+            if !failed {
+                return;
+            }
         }
-        // The test's runtime may be shutting down, so delete from a private runtime and client.
+        // The test's runtime may be shutting down, so use a private runtime and client.
         let config = self.config.clone();
         let name = self.name.clone();
         let deleted = std::thread::spawn(move || {
@@ -160,6 +199,12 @@ impl Drop for TestNamespace {
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async {
                 let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                if failed {
+                    print_events(client.clone(), &name).await;
+                }
+                if keep {
+                    return Ok(());
+                }
                 delete_namespace(client, &name)
                     .await
                     .map_err(|e| e.to_string())
