@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// `success`, `error`, `refused`
+    /// `success` or `error`
     pub result: String,
 }
 
@@ -111,7 +111,7 @@ impl Metrics {
 
     /// Total reconciles so far, all results.
     pub fn reconcile_count(&self) -> u64 {
-        ["success", "error", "refused"]
+        ["success", "error"]
             .iter()
             .map(|r| {
                 self.reconciles

@@ -620,7 +620,6 @@ async fn refuse(
     };
     let new = status::compute(db.status.as_ref(), &obs, Timestamp::now());
     write_status(db, ctx, &new).await?;
-    ctx.metrics.observe_reconcile("refused", Duration::ZERO);
     Ok(Action::requeue(ctx.settings.permanent_requeue))
 }
 

@@ -99,7 +99,7 @@ fn context(
     client: Client,
     identity: &str,
     metrics: Arc<Metrics>,
-    rollout_timeout: Duration,
+    settings: Settings,
     catalog: Catalog,
 ) -> Arc<Context> {
     Arc::new(Context {
@@ -113,13 +113,19 @@ fn context(
         client,
         catalog: Arc::new(catalog),
         metrics,
-        settings: Settings {
-            rollout_timeout,
-            progress_requeue: Duration::from_secs(2),
-            ..Settings::default()
-        },
+        settings,
         backoff: BackoffTracker::new(BackoffPolicy::default()),
     })
+}
+
+/// Settings for tests: quick re-checks while progressing.
+fn settings(rollout_timeout: Duration, cleanup_timeout: Duration) -> Settings {
+    Settings {
+        rollout_timeout,
+        cleanup_timeout,
+        progress_requeue: Duration::from_secs(2),
+        ..Settings::default()
+    }
 }
 
 async fn new_client(metrics: &Arc<Metrics>) -> (Client, WriteLog) {
@@ -130,17 +136,22 @@ async fn new_client(metrics: &Arc<Metrics>) -> (Client, WriteLog) {
 
 /// Starts a controller (no leader election) scoped to `ns`.
 async fn start_controller(ns: &TestNamespace) -> Replica {
-    start_controller_with(ns, Duration::from_secs(300), Catalog::builtin()).await
+    start_controller_with(
+        ns,
+        settings(Duration::from_secs(300), Duration::from_secs(300)),
+        Catalog::builtin(),
+    )
+    .await
 }
 
 async fn start_controller_with(
     ns: &TestNamespace,
-    rollout_timeout: Duration,
+    settings: Settings,
     catalog: Catalog,
 ) -> Replica {
     let metrics = Arc::new(Metrics::new());
     let (client, writes) = new_client(&metrics).await;
-    let ctx = context(client, "test", metrics.clone(), rollout_timeout, catalog);
+    let ctx = context(client, "test", metrics.clone(), settings, catalog);
     let (tx, rx) = oneshot::channel();
     let scope = Scope {
         namespace: Some(ns.name().to_owned()),
@@ -165,7 +176,7 @@ async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) 
         client.clone(),
         identity,
         metrics.clone(),
-        Duration::from_secs(300),
+        settings(Duration::from_secs(300), Duration::from_secs(300)),
         Catalog::builtin(),
     );
     let elector = LeaderElector::new(
@@ -839,7 +850,12 @@ async fn invalid_spec_bypassing_admission_is_refused_with_a_condition() {
         .join("\n");
     let catalog = Catalog::from_yaml(&without_14).unwrap();
     assert!(!catalog.supports(Engine::Postgres, &semver::Version::parse("14.5.0").unwrap()));
-    let replica = start_controller_with(&ns, Duration::from_secs(300), catalog).await;
+    let replica = start_controller_with(
+        &ns,
+        settings(Duration::from_secs(300), Duration::from_secs(300)),
+        catalog,
+    )
+    .await;
     create_db(&ns, "legacy", spec(Engine::Postgres, 1, "14.5.0", "1Gi")).await;
     let db = wait_degraded(&ns, "legacy", "InvalidSpec").await;
     let ready = condition(&db, CONDITION_READY).unwrap();
@@ -1078,7 +1094,12 @@ async fn killing_the_leader_hands_over_to_the_follower_without_duplicate_work() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_stuck_on_an_unready_pod_is_reported_degraded_and_goes_no_further() {
     let ns = setup("rec-stall").await;
-    let replica = start_controller_with(&ns, Duration::from_secs(5), Catalog::builtin()).await;
+    let replica = start_controller_with(
+        &ns,
+        settings(Duration::from_secs(5), Duration::from_secs(300)),
+        Catalog::builtin(),
+    )
+    .await;
     create_db(&ns, "stuck", spec(Engine::Postgres, 3, "16.4.0", "1Gi")).await;
     wait_ready(&ns, "stuck", 3).await;
     let before: StatefulSet = ns.api::<StatefulSet>().get("stuck").await.unwrap();
@@ -1191,6 +1212,96 @@ async fn backup_schedule_creates_cronjob_reports_last_backup_and_unset_removes_i
             }
         },
     )
+    .await
+    .unwrap();
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_that_cannot_finish_says_why_and_keeps_the_finalizer() {
+    let ns = setup("rec-blocked").await;
+    let replica = start_controller_with(
+        &ns,
+        settings(Duration::from_secs(300), Duration::from_secs(3)),
+        Catalog::builtin(),
+    )
+    .await;
+    create_db(&ns, "sticky", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_ready(&ns, "sticky", 1).await;
+    // A pod that cannot go away (someone else's finalizer on it).
+    let pod_api: Api<Pod> = ns.api();
+    pod_api
+        .patch(
+            "sticky-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/test-hold"]}})),
+        )
+        .await
+        .unwrap();
+    let dbs: Api<Database> = ns.api();
+    dbs.delete("sticky", &DeleteParams::default())
+        .await
+        .unwrap();
+    let db = wait_for(WAIT, "cleanup to report itself blocked", || async {
+        let db = dbs.get("sticky").await?;
+        let blocked =
+            condition(&db, CONDITION_DEGRADED).is_some_and(|c| c.reason == "CleanupBlocked");
+        if blocked {
+            Ok(db)
+        } else {
+            Err(NotYet::new(describe(&db)))
+        }
+    })
+    .await
+    .unwrap();
+    let status = db.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Terminating));
+    assert!(
+        status
+            .message
+            .clone()
+            .unwrap_or_default()
+            .contains("pod(s) to terminate"),
+        "{status:?}"
+    );
+    assert!(
+        db.finalizers().iter().any(|f| f == FINALIZER),
+        "finalizer kept while cleanup is incomplete"
+    );
+    assert!(
+        ns.api::<Service>()
+            .get_opt("sticky")
+            .await
+            .unwrap()
+            .is_none(),
+        "client Service went first"
+    );
+    let events: Api<K8sEvent> = ns.api();
+    let warned = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("CleanupBlocked") && e.type_.as_deref() == Some("Warning")
+        });
+    assert!(warned, "a Warning event explains the blocked cleanup");
+    // Once the obstacle is gone, cleanup completes and the Database goes away.
+    pod_api
+        .patch(
+            "sticky-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    wait_for(WAIT, "Database sticky to be gone", || async {
+        match dbs.get_opt("sticky").await? {
+            None => Ok(()),
+            Some(db) => Err(NotYet::new(describe(&db))),
+        }
+    })
     .await
     .unwrap();
     teardown(ns, replica).await;
