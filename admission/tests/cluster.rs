@@ -19,7 +19,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 use testkit::{cluster, wait_for, NotYet};
@@ -106,6 +106,42 @@ async fn namespace_cache_follows_the_production_label() {
     ns.cleanup().await.unwrap();
 }
 
+const MANAGED_BY: &str = "admission-tests";
+const CONFIG_PREFIX: &str = "admission-test-";
+
+/// Removes webhook configurations left behind by earlier runs that panicked before cleanup
+/// (each names the test namespace it selected; once that namespace is gone it is dead weight).
+async fn sweep_leftover_configurations(client: kube::Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let selector =
+        ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mwc: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let mut names: Vec<String> = vwc
+        .list(&selector)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    names.extend(
+        mwc.list(&selector)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|c| c.name_any()),
+    );
+    for name in names {
+        let namespace = name.trim_start_matches(CONFIG_PREFIX);
+        if namespaces.get_opt(namespace).await.unwrap().is_none() {
+            let _ = vwc.delete(&name, &DeleteParams::default()).await;
+            let _ = mwc.delete(&name, &DeleteParams::default()).await;
+        }
+    }
+}
+
 fn webhook(
     name: &str,
     path: &str,
@@ -149,22 +185,23 @@ async fn api_server_defaults_and_denies_databases_through_the_webhooks() {
     let cluster = cluster().await.unwrap();
     let client = cluster.client().unwrap();
     install_crd(client.clone()).await;
+    sweep_leftover_configurations(client.clone()).await;
     let ns = cluster.namespace("adm-webhook").await.unwrap();
     let (cache, watch) = NamespaceCache::watch(client.clone());
     let server = TestServer::start_with(Limits::default(), cache.clone()).await;
     let port = server.addr.port();
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&server.ca_pem);
-    let config_name = format!("admission-test-{}", ns.name());
+    let config_name = format!("{CONFIG_PREFIX}{}", ns.name());
 
     let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": config_name, "labels": {"app.kubernetes.io/managed-by": "admission-tests"}},
+        "metadata": {"name": config_name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
         "webhooks": [webhook("validate.databases.example.com", "/validate", port, &ca_bundle, ns.name())],
     }))
     .unwrap();
     let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": config_name, "labels": {"app.kubernetes.io/managed-by": "admission-tests"}},
+        "metadata": {"name": config_name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
         "webhooks": [webhook("default.databases.example.com", "/mutate", port, &ca_bundle, ns.name())],
     }))
     .unwrap();
