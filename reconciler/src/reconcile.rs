@@ -80,10 +80,11 @@ fn key(db: &Database) -> String {
 /// Entry point for the kube `Controller`: one reconcile with metrics, logging span, and the
 /// transient/permanent error split.
 pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // `database`, not `name`: JSON logs already use `name` for the span's own name.
     let span = info_span!(
         "reconcile",
         namespace = %db.namespace().unwrap_or_default(),
-        name = %db.name_any(),
+        database = %db.name_any(),
         generation = db.metadata.generation.unwrap_or(0),
     );
     async move {
