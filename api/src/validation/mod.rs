@@ -409,6 +409,9 @@ pub fn version_never_goes_down(input: &Input<'_>, _warnings: &mut Vec<String>) -
     if input.engine() != engine {
         return Vec::new(); // reported by engine_is_immutable
     }
+    if from != to && !input.catalog.supports(engine, &to) {
+        return Vec::new(); // an unsupported target is reported by version_is_supported
+    }
     let path = "spec.version";
     if to < from {
         return vec![FieldError::new(
@@ -433,8 +436,9 @@ pub fn version_never_goes_down(input: &Input<'_>, _warnings: &mut Vec<String>) -
     } else {
         let t: Vec<String> = targets.iter().map(|l| l.to_string()).collect();
         format!(
-            "from {engine} {from_line} the next allowed line is {}; upgrade one step at a time",
-            t.join(" or ")
+            "upgrade to a {} release first; {engine} moves one line at a time ({from_line} -> {})",
+            t.join(" or "),
+            t.join(" | ")
         )
     };
     vec![FieldError::new(

@@ -156,8 +156,9 @@ fn version_rules_on_update() {
         ("patch_downgrade_is_denied", json!({"version": "17.7.0"}), json!({"version": "17.6.0"}), &["spec.version: cannot downgrade from 17.7.0 to 17.6.0"]),
         ("mysql_patch_downgrade_is_denied", json!({"engine": "mysql", "version": "8.4.7"}), json!({"engine": "mysql", "version": "8.4.6"}), &["cannot downgrade from 8.4.7 to 8.4.6"]),
         ("major_downgrade_is_denied", json!({"version": "17.0.0"}), json!({"version": "16.9.0"}), &["cannot downgrade"]),
-        ("skipping_a_major_is_denied", json!({"version": "15.4.0"}), json!({"version": "17.7.0"}), &["cannot upgrade from 15.4.0 to 17.7.0 in one step: from postgres 15 the next allowed line is 16"]),
+        ("skipping_a_major_is_denied", json!({"version": "15.4.0"}), json!({"version": "17.7.0"}), &["cannot upgrade from 15.4.0 to 17.7.0 in one step: upgrade to a 16 release first; postgres moves one line at a time (15 -> 16)"]),
         ("old_without_version_allows_any_supported_version", json!({"version": null}), json!({"version": "14.1.0"}), &[]),
+        ("downgrade_to_an_unsupported_version_reports_only_the_catalog_error", json!({"version": "17.7.0"}), json!({"version": "13.1.0"}), &["postgres 13 is no longer supported"]),
     ]);
 }
 
@@ -504,4 +505,15 @@ fn every_rule_is_listed_once() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), RULES.len());
+}
+
+#[test]
+fn a_downgrade_to_an_unsupported_version_is_reported_once() {
+    let old = db("orders", merged(json!({"version": "17.7.0"})));
+    let v = check(
+        &db("orders", merged(json!({"version": "13.1.0"}))),
+        Some(&old),
+    );
+    assert_eq!(v.errors.len(), 1, "{v}");
+    assert!(!v.denial_message().contains("downgrade"));
 }
