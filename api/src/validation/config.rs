@@ -58,8 +58,12 @@ pub enum ParamType {
     Real(f64, f64),
     /// Boolean in the engine's spelling.
     Bool,
-    /// Memory size in the engine's syntax, within a byte range.
-    Memory(u128, u128),
+    /// Memory size in the engine's syntax, within a byte range. The first field is the unit a
+    /// plain number is counted in (PostgreSQL: 8kB blocks for shared_buffers, kB for work_mem,
+    /// MB for max_wal_size; MySQL: bytes).
+    Memory(u128, u128, u128),
+    /// Like `Memory`, but `-1` (automatic) is also accepted.
+    MemoryOrAuto(u128, u128, u128),
     /// PostgreSQL time (`250ms`, `30s`, `5min`, plain number in the parameter's unit), or -1/0.
     PgTime,
     /// One of the listed words (case-insensitive).
@@ -77,42 +81,42 @@ pub fn known_params(engine: Engine) -> &'static [(&'static str, ParamType)] {
     match engine {
         Engine::Postgres => &[
             ("checkpoint_completion_target", Real(0.0, 1.0)),
-            ("effective_cache_size", Memory(8 * KIB, 16 * TIB)),
+            ("effective_cache_size", Memory(8 * KIB, 8 * KIB, 16 * TIB)),
             ("effective_io_concurrency", Int(0, 1000)),
             ("idle_in_transaction_session_timeout", PgTime),
             ("log_min_duration_statement", PgTime),
             ("log_statement", Enum(&["none", "ddl", "mod", "all"])),
-            ("maintenance_work_mem", Memory(MIB, 2 * GIB)),
+            ("maintenance_work_mem", Memory(KIB, MIB, 2 * GIB)),
             ("max_connections", Int(1, 10_000)),
             ("max_parallel_workers", Int(0, 1024)),
             ("max_parallel_workers_per_gather", Int(0, 1024)),
-            ("max_wal_size", Memory(2 * MIB, TIB)),
+            ("max_wal_size", Memory(MIB, 2 * MIB, TIB)),
             ("max_worker_processes", Int(0, 262_143)),
-            ("min_wal_size", Memory(2 * MIB, TIB)),
+            ("min_wal_size", Memory(MIB, 2 * MIB, TIB)),
             ("random_page_cost", Real(0.0, 1.0e10)),
-            ("shared_buffers", Memory(128 * KIB, TIB)),
+            ("shared_buffers", Memory(8 * KIB, 128 * KIB, TIB)),
             ("statement_timeout", PgTime),
             (
                 "synchronous_commit",
                 Enum(&["on", "off", "local", "remote_write", "remote_apply"]),
             ),
-            ("wal_buffers", Memory(32 * KIB, GIB)),
-            ("work_mem", Memory(64 * KIB, 2 * GIB)),
+            ("wal_buffers", MemoryOrAuto(8 * KIB, 32 * KIB, GIB)),
+            ("work_mem", Memory(KIB, 64 * KIB, 2 * GIB)),
         ],
         Engine::Mysql => &[
-            ("innodb_buffer_pool_size", Memory(5 * MIB, 64 * TIB)),
+            ("innodb_buffer_pool_size", Memory(1, 5 * MIB, 64 * TIB)),
             ("innodb_flush_log_at_trx_commit", Int(0, 2)),
-            ("innodb_log_file_size", Memory(4 * MIB, 512 * GIB)),
-            ("innodb_redo_log_capacity", Memory(8 * MIB, 128 * GIB)),
+            ("innodb_log_file_size", Memory(1, 4 * MIB, 512 * GIB)),
+            ("innodb_redo_log_capacity", Memory(1, 8 * MIB, 128 * GIB)),
             ("long_query_time", Real(0.0, 31_536_000.0)),
-            ("max_allowed_packet", Memory(KIB, GIB)),
+            ("max_allowed_packet", Memory(1, KIB, GIB)),
             ("max_connections", Int(1, 100_000)),
-            ("max_heap_table_size", Memory(16 * KIB, TIB)),
+            ("max_heap_table_size", Memory(1, 16 * KIB, TIB)),
             ("slow_query_log", Bool),
             ("sync_binlog", Int(0, 4_294_967_295)),
             ("table_open_cache", Int(1, 524_288)),
             ("thread_cache_size", Int(0, 16_384)),
-            ("tmp_table_size", Memory(KIB, TIB)),
+            ("tmp_table_size", Memory(1, KIB, TIB)),
             (
                 "transaction_isolation",
                 Enum(&[
@@ -200,11 +204,12 @@ pub fn check_value(engine: Engine, ty: ParamType, value: &str) -> Result<(), Str
                 Err(format!("must be one of {}", words.join(", ")))
             }
         }
-        ParamType::Memory(lo, hi) => {
+        ParamType::MemoryOrAuto(..) if v == "-1" => Ok(()),
+        ParamType::Memory(unit, lo, hi) | ParamType::MemoryOrAuto(unit, lo, hi) => {
             let (bytes, syntax) = match engine {
                 Engine::Postgres => (
-                    pg_memory_bytes(v),
-                    "a size such as 128MB or 1GB (units kB, MB, GB, TB)",
+                    pg_memory_bytes(v, unit),
+                    "a size such as 128MB or 1GB (units B, kB, MB, GB, TB)",
                 ),
                 Engine::Mysql => (
                     mysql_memory_bytes(v),
@@ -231,13 +236,14 @@ pub fn check_value(engine: Engine, ty: ParamType, value: &str) -> Result<(), Str
     }
 }
 
-/// PostgreSQL memory: `N` (in 8kB blocks), or `N` with kB, MB, GB, TB (case-sensitive).
-fn pg_memory_bytes(v: &str) -> Option<u128> {
+/// PostgreSQL memory: `N` (in the parameter's unit), or `N` with B, kB, MB, GB, TB
+/// (case-sensitive).
+fn pg_memory_bytes(v: &str, plain_unit: u128) -> Option<u128> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: u128 = num.parse().ok()?;
     let mult = match unit.trim_start() {
-        "" => 8 * KIB,
+        "" => plain_unit,
         "B" => 1,
         "kB" => KIB,
         "MB" => MIB,
