@@ -57,6 +57,27 @@ impl Error {
         }
     }
 
+    /// One-line message for status conditions and events: the API server's own message rather
+    /// than the full debug dump of its Status.
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Kube {
+                action,
+                kind,
+                namespace,
+                name,
+                source,
+            } => match source.as_ref() {
+                kube::Error::Api(s) => format!(
+                    "failed to {action} {kind} {namespace}/{name}: {} ({} {})",
+                    s.message, s.code, s.reason
+                ),
+                other => format!("failed to {action} {kind} {namespace}/{name}: {other}"),
+            },
+            other => other.to_string(),
+        }
+    }
+
     /// Permanent errors will not go away by retrying: RBAC denials, rejected (invalid) objects,
     /// bad requests. Everything else (network, 5xx, 409 conflicts, 429) is transient.
     pub fn is_permanent(&self) -> bool {
@@ -139,5 +160,9 @@ mod tests {
         let e = api_err(403, "Forbidden");
         let msg = e.to_string();
         assert!(msg.contains("failed to apply StatefulSet ns/db"), "{msg}");
+        assert_eq!(
+            e.summary(),
+            "failed to apply StatefulSet ns/db: boom (403 Forbidden)"
+        );
     }
 }

@@ -152,7 +152,7 @@ async fn report_permanent_error(db: &Database, ctx: &Context, err: &Error) {
         Some(422) => "Rejected",
         _ => "ReconcileFailed",
     };
-    let message = err.to_string();
+    let message = err.summary();
     let prev = db.status.as_ref();
     let already = prev
         .and_then(|s| status::find(s, CONDITION_DEGRADED))

@@ -341,6 +341,7 @@ pub fn with_problem(
         }
     }
     out.message = Some(problem.message.clone());
+    out.observed_generation = generation;
     out
 }
 

@@ -129,7 +129,22 @@ fn settings(rollout_timeout: Duration, cleanup_timeout: Duration) -> Settings {
 }
 
 async fn new_client(metrics: &Arc<Metrics>) -> (Client, WriteLog) {
-    let config = cluster().await.unwrap().config().clone();
+    new_client_as(metrics, None).await
+}
+
+/// A client for the controller; `Some((ns, sa))` makes it act as that ServiceAccount.
+async fn new_client_as(
+    metrics: &Arc<Metrics>,
+    service_account: Option<(&str, &str)>,
+) -> (Client, WriteLog) {
+    let mut config = cluster().await.unwrap().config().clone();
+    if let Some((ns, sa)) = service_account {
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{sa}"));
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{ns}"),
+        ]);
+    }
     let writes = WriteLog::new(Some(metrics.clone()));
     (build_client(config, 100, writes.clone()).unwrap(), writes)
 }
@@ -149,8 +164,17 @@ async fn start_controller_with(
     settings: Settings,
     catalog: Catalog,
 ) -> Replica {
+    start_controller_as(ns, settings, catalog, None).await
+}
+
+async fn start_controller_as(
+    ns: &TestNamespace,
+    settings: Settings,
+    catalog: Catalog,
+    service_account: Option<&str>,
+) -> Replica {
     let metrics = Arc::new(Metrics::new());
-    let (client, writes) = new_client(&metrics).await;
+    let (client, writes) = new_client_as(&metrics, service_account.map(|sa| (ns.name(), sa))).await;
     let ctx = context(client, "test", metrics.clone(), settings, catalog);
     let (tx, rx) = oneshot::channel();
     let scope = Scope {
@@ -1304,5 +1328,143 @@ async fn cleanup_that_cannot_finish_says_why_and_keeps_the_finalizer() {
     })
     .await
     .unwrap();
+    teardown(ns, replica).await;
+}
+
+/// The namespaced permissions the reconciler needs (what the deploy RBAC must grant), as
+/// `(apiGroup, resources, verbs)`. StorageClasses (cluster-scoped, `get`) are only needed for
+/// storage growth and are not exercised here.
+const RECONCILER_RULES: &[(&str, &[&str], &[&str])] = &[
+    (
+        "example.com",
+        &["databases"],
+        &["get", "list", "watch", "patch"],
+    ),
+    ("example.com", &["databases/status"], &["get", "patch"]),
+    (
+        "apps",
+        &["statefulsets"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    (
+        "",
+        &["services", "configmaps", "secrets"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    (
+        "",
+        &["persistentvolumeclaims"],
+        &["get", "list", "create", "patch", "delete"],
+    ),
+    ("", &["pods"], &["get", "list"]),
+    (
+        "batch",
+        &["cronjobs"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    ("batch", &["jobs"], &["get", "list", "watch"]),
+    ("events.k8s.io", &["events"], &["create", "patch"]),
+    (
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update"],
+    ),
+];
+
+/// Creates ServiceAccount `sa` bound to a Role with `rules`.
+async fn grant(ns: &TestNamespace, sa: &str, rules: &[(&str, &[&str], &[&str])]) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let pp = PostParams::default();
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap();
+    ns.api::<ServiceAccount>()
+        .create(&pp, &account)
+        .await
+        .unwrap();
+    let rules: Vec<serde_json::Value> = rules
+        .iter()
+        .map(|(g, r, v)| json!({"apiGroups": [g], "resources": r, "verbs": v}))
+        .collect();
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": sa}, "rules": rules})).unwrap();
+    ns.api::<Role>().create(&pp, &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": sa},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns.name()}]
+    }))
+    .unwrap();
+    ns.api::<RoleBinding>().create(&pp, &binding).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_rbac_is_enough_for_the_whole_lifecycle() {
+    let ns = setup("rec-rbac").await;
+    grant(&ns, "reconciler", RECONCILER_RULES).await;
+    let replica = start_controller_as(
+        &ns,
+        settings(Duration::from_secs(300), Duration::from_secs(300)),
+        Catalog::builtin(),
+        Some("reconciler"),
+    )
+    .await;
+    let mut s = spec(Engine::Postgres, 1, "16.4.0", "1Gi");
+    s.backup_schedule = Some("0 4 * * *".into());
+    create_db(&ns, "payroll", s).await;
+    wait_ready(&ns, "payroll", 1).await;
+    patch_spec(&ns, "payroll", json!({"replicas": 2})).await;
+    wait_ready(&ns, "payroll", 2).await;
+    assert_eq!(
+        replica
+            .metrics
+            .errors
+            .get_or_create(&reconciler::metrics::ErrorLabels {
+                error: "forbidden".into()
+            })
+            .get(),
+        0
+    );
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_is_a_permanent_error_with_a_condition_and_no_hot_loop() {
+    let ns = setup("rec-forbidden").await;
+    // Everything except writing StatefulSets.
+    let rules: Vec<(&str, &[&str], &[&str])> = RECONCILER_RULES
+        .iter()
+        .map(|(g, r, v)| {
+            if *g == "apps" {
+                (*g, *r, &["get", "list", "watch"][..])
+            } else {
+                (*g, *r, *v)
+            }
+        })
+        .collect();
+    grant(&ns, "limited", &rules).await;
+    let replica = start_controller_as(
+        &ns,
+        settings(Duration::from_secs(300), Duration::from_secs(300)),
+        Catalog::builtin(),
+        Some("limited"),
+    )
+    .await;
+    create_db(&ns, "audit", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    let db = wait_degraded(&ns, "audit", "Forbidden").await;
+    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    assert!(
+        msg.contains("StatefulSet") && msg.contains("forbidden"),
+        "{msg}"
+    );
+    let reconciles = replica.metrics.reconcile_count();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = replica.metrics.reconcile_count();
+    assert!(
+        later <= reconciles + 2,
+        "permanent error must not hot-loop: {reconciles} -> {later}"
+    );
+    // Admin cleanup: the limited account may not delete the StatefulSet it never created; the
+    // Database is deleted through the same controller.
     teardown(ns, replica).await;
 }
