@@ -149,6 +149,10 @@ pub const RULES: &[(&str, Rule)] = &[
     ("storage_size_is_large_enough", storage_size_is_large_enough),
     ("storage_never_shrinks", storage_never_shrinks),
     (
+        "storage_class_is_a_valid_name",
+        storage_class_is_a_valid_name,
+    ),
+    (
         "backup_schedule_is_cronjob_syntax",
         backup_schedule_is_cronjob_syntax,
     ),
@@ -508,6 +512,34 @@ pub fn storage_never_shrinks(input: &Input<'_>, warnings: &mut Vec<String>) -> V
         ));
     }
     Vec::new()
+}
+
+/// `spec.storageClassName` is a DNS-1123 subdomain (or empty, which Kubernetes reads as "no
+/// class": bind to a pre-provisioned volume), so the PersistentVolumeClaims can be created.
+pub fn storage_class_is_a_valid_name(
+    input: &Input<'_>,
+    _warnings: &mut Vec<String>,
+) -> Vec<FieldError> {
+    let Some(class) = input.new.spec.storage_class_name.as_deref() else {
+        return Vec::new();
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if class.is_empty() || (class.len() <= 253 && class.split('.').all(label_ok)) {
+        return Vec::new();
+    }
+    vec![FieldError::new(
+        "spec.storageClassName",
+        class,
+        format!(
+            "{class:?} is not a StorageClass name; use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (kubectl get storageclass lists them)"
+        ),
+    )]
 }
 
 // ---------------------------------------------------------------------------------------------

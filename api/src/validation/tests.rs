@@ -269,6 +269,42 @@ fn storage_rules_on_update() {
 }
 
 #[test]
+fn storage_class_rule() {
+    run_create_table(&[
+        (
+            "plain_class_is_allowed",
+            json!({"storageClassName": "fast-ssd"}),
+            &[],
+        ),
+        (
+            "dotted_class_is_allowed",
+            json!({"storageClassName": "ebs.csi.aws.com"}),
+            &[],
+        ),
+        (
+            "empty_class_means_no_class_and_is_allowed",
+            json!({"storageClassName": ""}),
+            &[],
+        ),
+        (
+            "uppercase_class_is_denied",
+            json!({"storageClassName": "Fast"}),
+            &["spec.storageClassName: \"Fast\" is not a StorageClass name"],
+        ),
+        (
+            "class_with_underscore_is_denied",
+            json!({"storageClassName": "fast_ssd"}),
+            &["is not a StorageClass name"],
+        ),
+        (
+            "class_ending_in_dash_is_denied",
+            json!({"storageClassName": "fast-"}),
+            &["is not a StorageClass name"],
+        ),
+    ]);
+}
+
+#[test]
 fn storage_growth_warns_about_volume_expansion() {
     let old = db("orders", merged(json!({"storageSize": "10Gi"})));
     let v = check(
