@@ -403,6 +403,13 @@ async fn deployment_args_parse_with_the_binaries_flags() {
     .find(|o| o["kind"] == "Deployment")
     .expect("a Deployment in deploy/operator/deployment.yaml");
 
+    let checked = check_container_args(&deployment, "deploy/operator/deployment.yaml");
+    eprintln!("checked the args of {checked} of 2 containers");
+}
+
+/// Parses each container's args with the real binary (see [`clap_accepts`]); returns how many
+/// containers were checked (binaries missing or stale are skipped with a message).
+fn check_container_args(deployment: &Value, origin: &str) -> usize {
     let binaries = [
         ("admission", vec!["admission/src", "certs/src", "api/src"]),
         ("reconciler", vec!["reconciler/src", "api/src"]),
@@ -416,9 +423,9 @@ async fn deployment_args_parse_with_the_binaries_flags() {
                 continue;
             }
         };
-        let args = container_args(&deployment, container);
+        let args = container_args(deployment, container);
         if let Err(error) = clap_accepts(&binary, &args) {
-            panic!("{container} rejects the Deployment's args {args:?}:\n{error}");
+            panic!("{container} rejects the args {args:?} of {origin}:\n{error}");
         }
         // The same check must catch a flag the binary does not have.
         let mut wrong = args.clone();
@@ -429,5 +436,310 @@ async fn deployment_args_parse_with_the_binaries_flags() {
         );
         checked += 1;
     }
-    eprintln!("checked the args of {checked} of 2 containers");
+    checked
+}
+
+const CHART: &str = "deploy/helm/db-operator";
+
+/// Dotted paths of every mapping key in a values file written in block style (list items are
+/// leaves). Enough for our own values.yaml; not a general YAML parser.
+fn values_paths(text: &str) -> BTreeSet<String> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut paths = BTreeSet::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([key]).collect();
+        paths.insert(path.join("."));
+        stack.push((indent, key.to_owned()));
+    }
+    paths
+}
+
+/// Every `.Values.a.b` a template refers to.
+fn values_references(template: &str) -> BTreeSet<String> {
+    template
+        .match_indices(".Values.")
+        .map(|(at, m)| {
+            template[at + m.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect::<String>()
+                .trim_end_matches('.')
+                .to_owned()
+        })
+        .filter(|path| !path.is_empty())
+        .collect()
+}
+
+#[test]
+fn values_paths_follow_indentation_and_skip_list_items() {
+    let values = "a:\n  b: 1\n  # note\n  c:\n    - x\n    - y\nd: {}\n";
+    let want: BTreeSet<String> = ["a", "a.b", "a.c", "d"].map(String::from).into();
+    assert_eq!(values_paths(values), want);
+    let refs = values_references("{{ .Values.a.b }} {{- with $.Values.d }}{{ .Values.a.c. }}");
+    let want: BTreeSet<String> = ["a.b", "d", "a.c"].map(String::from).into();
+    assert_eq!(refs, want);
+}
+
+/// Structural lint that needs no helm binary: Chart.yaml's required fields, the app version
+/// matching the workspace version, and every `.Values` path the templates use defined in
+/// values.yaml (a typo there renders silently as empty).
+#[test]
+fn helm_chart_is_consistent_with_its_values_and_the_workspace() {
+    let root = repo_root();
+    let chart = root.join(CHART);
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    };
+    let chart_yaml = read(&chart.join("Chart.yaml"));
+    let field = |name: &str| {
+        chart_yaml
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("Chart.yaml has no {name}"))
+    };
+    assert_eq!(field("apiVersion"), "v2");
+    assert_eq!(field("name"), "db-operator");
+    assert!(!field("version").is_empty());
+    let workspace_version = read(&root.join("Cargo.toml"))
+        .lines()
+        .skip_while(|l| l.trim() != "[workspace.package]")
+        .find_map(|l| l.strip_prefix("version = "))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .expect("version in [workspace.package]");
+    assert_eq!(
+        field("appVersion"),
+        workspace_version,
+        "Chart.yaml appVersion (the default image tag) should follow the workspace version"
+    );
+
+    let defined = values_paths(&read(&chart.join("values.yaml")));
+    let mut undefined = Vec::new();
+    let templates = chart.join("templates");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&templates)
+        .expect("templates dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() > 3,
+        "templates missing in {}",
+        templates.display()
+    );
+    for file in files {
+        for path in values_references(&read(&file)) {
+            if !defined.contains(&path) {
+                undefined.push(format!("{}: .Values.{path}", file.display()));
+            }
+        }
+    }
+    assert!(
+        undefined.is_empty(),
+        "templates use values not defined in values.yaml:\n  {}",
+        undefined.join("\n  ")
+    );
+}
+
+/// The helm binary: `DBOP_HELM`, else `helm` on PATH; `None` when neither runs.
+fn helm() -> Option<PathBuf> {
+    let helm = std::env::var_os("DBOP_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("helm"));
+    Command::new(&helm)
+        .arg("version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| helm)
+}
+
+/// `helm template` of the chart into the operator namespace, minus cert-manager's kinds
+/// (their CRDs are not installed on the local cluster); returns the objects and the kinds left
+/// out.
+fn render_chart(cluster: &Cluster, helm: &Path, set: &[&str]) -> (Vec<Value>, Vec<String>) {
+    let mut command = Command::new(helm);
+    command
+        .args(["template", "db-operator"])
+        .arg(repo_root().join(CHART))
+        .args(["--namespace", OPERATOR_NAMESPACE]);
+    for value in set {
+        command.args(["--set", value]);
+    }
+    let output = command.output().expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm template {set:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = String::from_utf8(output.stdout).expect("UTF-8 from helm");
+    let mut kept = Vec::new();
+    let mut left_out = Vec::new();
+    for document in rendered.split("\n---") {
+        let kind = document
+            .lines()
+            .find_map(|l| l.strip_prefix("kind: "))
+            .unwrap_or("")
+            .trim();
+        let cert_manager = document
+            .lines()
+            .any(|l| l.trim() == "apiVersion: cert-manager.io/v1");
+        if cert_manager {
+            left_out.push(kind.to_owned());
+        } else if !kind.is_empty() {
+            kept.push(document.to_owned());
+        }
+    }
+    let file = std::env::temp_dir().join(format!(
+        "db-operator-chart-{}-{}.yaml",
+        std::process::id(),
+        set.join(",").replace(['/', '='], "_")
+    ));
+    std::fs::write(&file, kept.join("\n---\n")).expect("write rendered chart");
+    let objects = objects(cluster, "-f", &file);
+    let _ = std::fs::remove_file(&file);
+    left_out.sort();
+    (objects, left_out)
+}
+
+/// Objects without the labels and annotations only Helm adds, for comparing with kustomize.
+fn without_helm_metadata(mut object: Value) -> Value {
+    for key in ["labels", "annotations"] {
+        if let Some(map) = object["metadata"][key].as_object_mut() {
+            map.retain(|k, _| {
+                !matches!(
+                    k.as_str(),
+                    "helm.sh/chart"
+                        | "app.kubernetes.io/instance"
+                        | "app.kubernetes.io/version"
+                        | "app.kubernetes.io/managed-by"
+                )
+            });
+        }
+    }
+    object
+}
+
+/// Needs a helm binary (`DBOP_HELM` or `helm` on PATH); skipped with a message otherwise.
+/// Renders the chart with its defaults and with cert-manager enabled, dry-run applies every
+/// rendered object, parses the Deployment args with the binaries, and checks the default
+/// rendering installs the same objects, RBAC rules, webhook rules and container args as
+/// `deploy/` (the chart mirrors it).
+#[tokio::test]
+async fn helm_chart_renders_objects_the_api_server_accepts() {
+    let Some(helm) = helm() else {
+        eprintln!("SKIPPED: no helm binary (set DBOP_HELM or put helm on PATH)");
+        return;
+    };
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().unwrap();
+    ensure_operator_namespace(&client).await;
+
+    let (defaults, left_out) = render_chart(cluster, &helm, &[]);
+    assert!(
+        left_out.is_empty(),
+        "cert-manager objects by default: {left_out:?}"
+    );
+    let (with_cert_manager, left_out) = render_chart(cluster, &helm, &["certManager.enabled=true"]);
+    assert_eq!(
+        left_out,
+        ["Certificate", "Certificate", "Issuer", "Issuer"],
+        "certManager.enabled renders a CA chain and a serving Certificate"
+    );
+
+    let mut failures = Vec::new();
+    for (mode, objects) in [("defaults", &defaults), ("certManager", &with_cert_manager)] {
+        for object in objects {
+            if let Err(e) = dry_run_apply(&client, object).await {
+                failures.push(format!("{mode}: {}: {e}", describe(object)));
+            }
+        }
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("the chart renders a Deployment");
+        check_container_args(deployment, &format!("the chart ({mode})"));
+    }
+    assert!(
+        failures.is_empty(),
+        "the API server rejected rendered objects:\n  {}",
+        failures.join("\n  ")
+    );
+    let cert_manager_annotations = with_cert_manager
+        .iter()
+        .filter(|o| {
+            o["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        })
+        .filter(|o| {
+            o["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+                == "db-operator-system/db-operator-webhook"
+        })
+        .count();
+    assert_eq!(
+        cert_manager_annotations, 2,
+        "inject-ca-from on both webhook configurations"
+    );
+
+    // The default rendering mirrors deploy/ (the CRD is in crds/, the Namespace is Helm's).
+    let kustomize: Vec<Value> = objects(cluster, "-k", &repo_root().join("deploy"))
+        .into_iter()
+        .filter(|o| {
+            !matches!(
+                o["kind"].as_str(),
+                Some("Namespace" | "CustomResourceDefinition")
+            )
+        })
+        .collect();
+    let by_name = |objects: &[Value]| -> std::collections::BTreeMap<String, Value> {
+        objects
+            .iter()
+            .map(|o| (describe(o), without_helm_metadata(o.clone())))
+            .collect()
+    };
+    let (chart, plain) = (by_name(&defaults), by_name(&kustomize));
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        plain.keys().collect::<Vec<_>>(),
+        "the chart and deploy/ install different objects"
+    );
+    for (name, object) in &plain {
+        let rendered = &chart[name];
+        for pointer in [
+            "/rules",
+            "/webhooks",
+            "/spec/template/spec/containers",
+            "/spec/template/spec/volumes",
+            "/spec/template/spec/securityContext",
+            "/spec/ports",
+            "/spec/selector",
+            "/roleRef",
+            "/subjects",
+        ] {
+            assert_eq!(
+                rendered.pointer(pointer),
+                object.pointer(pointer),
+                "{name}{pointer}: the chart's default differs from deploy/"
+            );
+        }
+    }
 }
