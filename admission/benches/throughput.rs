@@ -174,16 +174,43 @@ async fn open_loop(
     stats(all, start.elapsed())
 }
 
+/// Single-threaded cost of one decision without TLS or HTTP: decode, rules, encode.
+fn decision_cost(webhook: admission::review::Webhook, body: &[u8]) -> Duration {
+    let catalog = api::catalog::Catalog::builtin();
+    let namespaces = admission::namespaces::NamespaceCache::Disabled;
+    let iterations = 20_000u32;
+    for _ in 0..1_000 {
+        let _ = admission::review::review(webhook, body, &catalog, &namespaces);
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        let decided = admission::review::review(webhook, body, &catalog, &namespaces);
+        assert!(decided.is_ok());
+    }
+    start.elapsed() / iterations
+}
+
 fn main() {
     let seconds: u64 = env_or("BENCH_SECONDS", 5);
     let concurrency: usize = env_or("BENCH_CONCURRENCY", 32);
     let rate: u64 = env_or("BENCH_RATE", 1000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The server gets its own runtime, as in production (one worker per core); the load
+    // generator runs on a separate runtime so it behaves like another process (the API server)
+    // competing for the same cores, instead of stealing the server's worker threads.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name("server")
         .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let server = TestServer::start().await;
+        .expect("server runtime");
+    let client_threads: usize = env_or("BENCH_CLIENT_THREADS", 2);
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
+        .enable_all()
+        .thread_name("client")
+        .build()
+        .expect("client runtime");
+    let server = server_runtime.block_on(TestServer::start());
+    let server = client_runtime.block_on(async move {
         let targets = [
             Target { name: "GET /healthz (baseline)", method: "GET", path: "/healthz", body: None },
             Target {
@@ -200,10 +227,20 @@ fn main() {
             },
         ];
         println!(
-            "admission server benchmark: TLS 1.3, HTTP/1.1 keep-alive, {} worker threads, {}s per run",
+            "admission server benchmark: TLS 1.3, HTTP/1.1 keep-alive, {} cores, server runtime {} workers, client runtime {client_threads} workers, {}s per run",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             seconds
         );
+        println!("\nsingle-threaded decision cost (decode + rules + encode, no TLS/HTTP):");
+        for (target, webhook) in [
+            (&targets[1], admission::review::Webhook::Validate),
+            (&targets[2], admission::review::Webhook::Mutate),
+        ] {
+            let body = target.body.clone().unwrap_or_default();
+            let cost = decision_cost(webhook, &body);
+            println!("{:<26} {:>9.1} µs/decision", target.name, cost.as_secs_f64() * 1e6);
+        }
         println!("\nclosed loop, {concurrency} connections:");
         println!("{:<26} {:>10} {:>12} {:>9} {:>9} {:>9}", "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "max ms");
         for target in &targets {
@@ -232,6 +269,7 @@ fn main() {
                 ms(s.max)
             );
         }
-        server.stop().await;
+        server
     });
+    server_runtime.block_on(server.stop());
 }
