@@ -14,7 +14,8 @@
 //! requests), so defaulting never creates a request that validation would deny.
 //!
 //! On UPDATE, [`default_patch_on_update`] fills absent fields from the stored object first, so a
-//! full replace never silently upgrades, scales down, shrinks or re-sizes an existing database.
+//! full replace never silently upgrades, scales down, shrinks or re-sizes an existing database;
+//! it also keeps a stored `storageClassName` (which cannot change once volumes exist).
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
@@ -148,6 +149,13 @@ fn build_patch(
             .cloned()
             .unwrap_or_else(|| json!(DEFAULT_STORAGE_SIZE));
         add(&mut ops, &["spec", "storageSize"], value);
+    }
+    // No default on CREATE (the cluster's default class applies); on UPDATE the stored class is
+    // kept, because the volumes already exist in it and it cannot change.
+    if present(spec, "storageClassName").is_none() {
+        if let Some(class) = old_value(old, &["storageClassName"]) {
+            add(&mut ops, &["spec", "storageClassName"], class.clone());
+        }
     }
 
     let resources = match present(spec, "resources") {
@@ -373,7 +381,7 @@ mod tests {
     #[test]
     fn on_update_absent_fields_take_the_stored_values_not_the_defaults() {
         let old = db(
-            json!({"engine": "mysql", "version": "8.0.44", "replicas": 3, "storageSize": "50Gi",
+            json!({"engine": "mysql", "version": "8.0.44", "replicas": 3, "storageSize": "50Gi", "storageClassName": "fast",
             "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}),
         );
         let new = db(json!({"config": {"max_connections": "100"}}));
@@ -385,6 +393,7 @@ mod tests {
         assert_eq!(out["spec"]["version"], "8.0.44"); // not the catalog default 8.4.7
         assert_eq!(out["spec"]["replicas"], 3);
         assert_eq!(out["spec"]["storageSize"], "50Gi"); // not 10Gi, which would be a shrink
+        assert_eq!(out["spec"]["storageClassName"], "fast");
         assert_eq!(
             out["spec"]["resources"]["requests"],
             json!({"cpu": "2", "memory": "4Gi"})

@@ -152,6 +152,7 @@ pub const RULES: &[(&str, Rule)] = &[
         "storage_class_is_a_valid_name",
         storage_class_is_a_valid_name,
     ),
+    ("storage_class_is_immutable", storage_class_is_immutable),
     (
         "backup_schedule_is_cronjob_syntax",
         backup_schedule_is_cronjob_syntax,
@@ -538,6 +539,29 @@ pub fn storage_class_is_a_valid_name(
         class,
         format!(
             "{class:?} is not a StorageClass name; use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (kubectl get storageclass lists them)"
+        ),
+    )]
+}
+
+/// On UPDATE, a `spec.storageClassName` that was set cannot change: the volumes already exist in
+/// that class and a StatefulSet's volume claim templates are immutable.
+pub fn storage_class_is_immutable(
+    input: &Input<'_>,
+    _warnings: &mut Vec<String>,
+) -> Vec<FieldError> {
+    let Some(old) = input.old.and_then(|o| o.spec.storage_class_name.as_deref()) else {
+        return Vec::new();
+    };
+    let new = input.new.spec.storage_class_name.as_deref();
+    if new == Some(old) {
+        return Vec::new();
+    }
+    let shown = new.map_or_else(|| "<unset>".to_string(), |n| format!("{n:?}"));
+    vec![FieldError::new(
+        "spec.storageClassName",
+        new.unwrap_or_default(),
+        format!(
+            "cannot change from {old:?} to {shown}; the volumes already exist in {old:?}. Keep spec.storageClassName: {old}, or create a new Database and migrate the data"
         ),
     )]
 }

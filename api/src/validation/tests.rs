@@ -305,6 +305,16 @@ fn storage_class_rule() {
 }
 
 #[test]
+fn storage_class_rule_on_update() {
+    run_update_table(&[
+        ("same_class_is_allowed", json!({"storageClassName": "fast"}), json!({"storageClassName": "fast"}), &[]),
+        ("setting_a_class_when_none_was_set_is_allowed", json!({}), json!({"storageClassName": "fast"}), &[]),
+        ("class_change_is_denied", json!({"storageClassName": "fast"}), json!({"storageClassName": "slow"}), &["spec.storageClassName: cannot change from \"fast\" to \"slow\"; the volumes already exist in \"fast\""]),
+        ("class_removal_is_denied", json!({"storageClassName": "fast"}), json!({}), &["cannot change from \"fast\" to <unset>"]),
+    ]);
+}
+
+#[test]
 fn storage_growth_warns_about_volume_expansion() {
     let old = db("orders", merged(json!({"storageSize": "10Gi"})));
     let v = check(
