@@ -400,6 +400,69 @@ mod tests {
         }
     }
 
+    fn arb_spec() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let opt = |s: BoxedStrategy<Value>| prop::option::of(s);
+        (
+            opt(prop_oneof![Just(json!("postgres")), Just(json!("mysql"))].boxed()),
+            opt((1i32..=10).prop_map(Value::from).boxed()),
+            opt("[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]"
+                .prop_map(Value::from)
+                .boxed()),
+            opt("[1-9][0-9]{0,2}(Gi|Mi|G)".prop_map(Value::from).boxed()),
+            opt("[a-z]{1,8}".prop_map(Value::from).boxed()),
+            opt(prop_oneof![
+                Just(json!("@daily")),
+                Just(json!("0 2 * * *")),
+                Just(json!("@hourly"))
+            ]
+            .boxed()),
+            opt(Just(json!({"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}})).boxed()),
+            opt(
+                prop::collection::btree_map("[a-z_]{1,10}", "[a-z0-9]{0,5}", 0..4)
+                    .prop_map(|m| json!(m))
+                    .boxed(),
+            ),
+        )
+            .prop_map(
+                |(engine, replicas, version, size, class, schedule, resources, config)| {
+                    let mut m = serde_json::Map::new();
+                    for (k, v) in [
+                        ("engine", engine),
+                        ("replicas", replicas),
+                        ("version", version),
+                        ("storageSize", size),
+                        ("storageClassName", class),
+                        ("backupSchedule", schedule),
+                        ("resources", resources),
+                        ("config", config),
+                    ] {
+                        if let Some(v) = v {
+                            m.insert(k.into(), v);
+                        }
+                    }
+                    Value::Object(m)
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_v1_object_round_trips_through_every_older_version(
+            spec in arb_spec(),
+            annotations in proptest::option::of(proptest::collection::btree_map("[a-z]{1,5}/[a-z]{1,5}", "[a-z]{0,5}", 1..3)),
+        ) {
+            let mut original = with_spec(minimal_v1(), spec);
+            if let Some(a) = annotations {
+                original["metadata"]["annotations"] = json!(a);
+            }
+            for via in [V1BETA1, V1ALPHA1] {
+                let down = convert(original.clone(), via).unwrap();
+                proptest::prop_assert_eq!(&convert(down, V1).unwrap(), &original, "via {}", via);
+            }
+        }
+    }
+
     #[test]
     fn converting_to_the_same_version_returns_the_object_unchanged() {
         let obj = with_spec(minimal_v1(), json!({"unknownField": 1}));

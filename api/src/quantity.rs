@@ -350,6 +350,26 @@ mod tests {
         assert_eq!(parse("0.0001").unwrap().millis_ceil(), 1);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn the_same_amount_in_any_unit_parses_to_the_same_value(n in 0u64..1_000_000) {
+            let n = u128::from(n);
+            let gi = bytes(&format!("{n}Gi"));
+            proptest::prop_assert_eq!(gi, n << 30);
+            proptest::prop_assert_eq!(bytes(&format!("{}Mi", n * 1024)), gi);
+            proptest::prop_assert_eq!(bytes(&format!("{}Ki", n * 1024 * 1024)), gi);
+            proptest::prop_assert_eq!(bytes(&format!("{}", n << 30)), gi);
+            proptest::prop_assert_eq!(bytes(&format!("{n}k")), n * 1000);
+            proptest::prop_assert_eq!(bytes(&format!("{n}e3")), n * 1000);
+            proptest::prop_assert_eq!(bytes(&format!("{n}000m")), n);
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(s in "\\PC{0,12}") {
+            let _ = parse(&s);
+        }
+    }
+
     #[test]
     fn display_shows_exact_base_units() {
         assert_eq!(parse("1500m").unwrap().to_string(), "1.5");
