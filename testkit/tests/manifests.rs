@@ -743,3 +743,227 @@ async fn helm_chart_renders_objects_the_api_server_accepts() {
         }
     }
 }
+
+/// One access check: `verb` on `resource` (`group`, optional subresource) in `namespace`
+/// (`OP` = the operator namespace, `None` = cluster scope), for object `name` (empty = any).
+struct Access {
+    behaviour: &'static str,
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+    subresource: &'static str,
+    namespace: Option<&'static str>,
+    name: &'static str,
+    allowed: bool,
+}
+
+/// Stands for the operator namespace in [`Access`] rows (the test's namespace at run time).
+const OP: &str = "<operator namespace>";
+
+#[rustfmt::skip]
+const ACCESS: &[Access] = &[
+    // reconciler (reconciler/src, reconciler/README.md)
+    Access { behaviour: "reconciler_watches_databases_everywhere", verb: "watch", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_patches_finalizers", verb: "patch", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "db", allowed: true },
+    Access { behaviour: "reconciler_patches_status", verb: "patch", group: "example.com", resource: "databases", subresource: "status", namespace: Some("tenant"), name: "db", allowed: true },
+    Access { behaviour: "reconciler_never_deletes_databases", verb: "delete", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "db", allowed: false },
+    Access { behaviour: "reconciler_creates_statefulsets_by_apply", verb: "create", group: "apps", resource: "statefulsets", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_watches_owned_secrets", verb: "watch", group: "", resource: "secrets", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_deletes_owned_cronjobs", verb: "delete", group: "batch", resource: "cronjobs", subresource: "", namespace: Some("tenant"), name: "db-backup", allowed: true },
+    Access { behaviour: "reconciler_watches_backup_jobs", verb: "watch", group: "batch", resource: "jobs", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_never_creates_jobs", verb: "create", group: "batch", resource: "jobs", subresource: "", namespace: Some("tenant"), name: "", allowed: false },
+    Access { behaviour: "reconciler_grows_pvcs", verb: "patch", group: "", resource: "persistentvolumeclaims", subresource: "", namespace: Some("tenant"), name: "data-db-0", allowed: true },
+    Access { behaviour: "reconciler_lists_pods", verb: "list", group: "", resource: "pods", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_never_deletes_pods", verb: "delete", group: "", resource: "pods", subresource: "", namespace: Some("tenant"), name: "db-0", allowed: false },
+    Access { behaviour: "reconciler_reads_storage_classes", verb: "get", group: "storage.k8s.io", resource: "storageclasses", subresource: "", namespace: None, name: "standard", allowed: true },
+    Access { behaviour: "reconciler_never_changes_storage_classes", verb: "patch", group: "storage.k8s.io", resource: "storageclasses", subresource: "", namespace: None, name: "standard", allowed: false },
+    Access { behaviour: "reconciler_records_events", verb: "create", group: "events.k8s.io", resource: "events", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_creates_its_lease", verb: "create", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "", allowed: true },
+    Access { behaviour: "reconciler_renews_its_lease", verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "db-operator-reconciler", allowed: true },
+    Access { behaviour: "reconciler_cannot_take_other_leases", verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "kube-controller-manager", allowed: false },
+    Access { behaviour: "reconciler_has_no_leases_elsewhere", verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some("kube-system"), name: "db-operator-reconciler", allowed: false },
+    // admission server: namespace cache (admission/src/namespaces.rs)
+    Access { behaviour: "admission_watches_namespaces", verb: "watch", group: "", resource: "namespaces", subresource: "", namespace: None, name: "", allowed: true },
+    Access { behaviour: "admission_never_changes_namespaces", verb: "patch", group: "", resource: "namespaces", subresource: "", namespace: None, name: "tenant", allowed: false },
+    // certs manager inside the admission server (certs/src/{store,manager,inject}.rs)
+    Access { behaviour: "certs_creates_its_secret", verb: "create", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "", allowed: true },
+    Access { behaviour: "certs_replaces_its_secret", verb: "update", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: true },
+    Access { behaviour: "certs_watches_its_secret_by_name", verb: "watch", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: true },
+    Access { behaviour: "certs_injects_validating_cabundle", verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-validating", allowed: true },
+    Access { behaviour: "certs_injects_mutating_cabundle", verb: "patch", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-mutating", allowed: true },
+    Access { behaviour: "certs_watches_the_crd_by_name", verb: "watch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: true },
+    Access { behaviour: "certs_injects_crd_conversion_cabundle", verb: "patch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: true },
+    Access { behaviour: "other_webhook_configurations_are_untouchable", verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "someone-elses", allowed: false },
+    Access { behaviour: "webhook_configurations_cannot_be_listed_unnamed", verb: "list", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", subresource: "", namespace: None, name: "", allowed: false },
+    Access { behaviour: "other_crds_are_untouchable", verb: "patch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "other.example.com", allowed: false },
+    Access { behaviour: "the_crd_cannot_be_deleted", verb: "delete", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: false },
+    Access { behaviour: "no_rbac_escalation", verb: "create", group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", subresource: "", namespace: None, name: "", allowed: false },
+];
+
+/// Installs deploy/operator/rbac.yaml bound to a ServiceAccount of a fresh namespace (which plays
+/// the operator namespace; cluster-scoped objects get that namespace as a name suffix) and
+/// asks the API server, as that ServiceAccount, what it may do: every call the binaries make
+/// is allowed, and a sample of what they never do is not. Also performs the certs manager's
+/// real name-selected list (fieldSelector metadata.name) that `resourceNames` relies on.
+#[tokio::test]
+async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{DeleteParams, ListParams};
+
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("rbac").await.unwrap();
+    let op = ns.name().to_owned();
+    let admin = cluster.client().unwrap();
+    let label = (testkit::MANAGED_BY_LABEL, testkit::MANAGED_BY_VALUE);
+
+    let mut cluster_scoped: Vec<(String, String)> = Vec::new(); // (kind, name) to delete
+    for mut object in objects(
+        cluster,
+        "-f",
+        &repo_root().join("deploy/operator/rbac.yaml"),
+    ) {
+        let kind = str_at(&object, "/kind").to_owned();
+        object["metadata"]["labels"][label.0] = Value::from(label.1);
+        if object["metadata"].get("namespace").is_some() {
+            object["metadata"]["namespace"] = Value::from(op.clone());
+        } else {
+            let name = format!("{}-{op}", str_at(&object, "/metadata/name"));
+            object["metadata"]["name"] = Value::from(name.clone());
+            cluster_scoped.push((kind.clone(), name));
+        }
+        if kind == "ClusterRoleBinding" {
+            let role = format!("{}-{op}", str_at(&object, "/roleRef/name"));
+            object["roleRef"]["name"] = Value::from(role);
+        }
+        let subjects = object.get_mut("subjects").and_then(Value::as_array_mut);
+        for subject in subjects.into_iter().flatten() {
+            subject["namespace"] = Value::from(op.clone());
+        }
+        let gvk = gvk(&object);
+        let (resource, _) = discovery::pinned_kind(&admin, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(admin.clone(), ns, &resource),
+            None => Api::all_with(admin.clone(), &resource),
+        };
+        let name = str_at(&object, "/metadata/name").to_owned();
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installing {kind} {name}: {e}"));
+    }
+    let sa: Api<ServiceAccount> = ns.api();
+    assert!(
+        sa.get_opt("db-operator").await.unwrap().is_some(),
+        "rbac.yaml creates the ServiceAccount"
+    );
+
+    let as_operator = cluster
+        .client_as_service_account(&op, "db-operator")
+        .unwrap();
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(as_operator.clone());
+    let mut wrong = Vec::new();
+    for row in ACCESS {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(row.verb.to_owned()),
+                    group: Some(row.group.to_owned()),
+                    resource: Some(row.resource.to_owned()),
+                    subresource: Some(row.subresource.to_owned()).filter(|s| !s.is_empty()),
+                    namespace: row
+                        .namespace
+                        .map(|n| if n == OP { op.clone() } else { n.to_owned() }),
+                    name: Some(row.name.to_owned()).filter(|s| !s.is_empty()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let answer = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .unwrap();
+        let allowed = answer.status.is_some_and(|s| s.allowed);
+        if allowed != row.allowed {
+            wrong.push(format!(
+                "{}: {} {}{} {:?} {:?}: allowed={allowed}",
+                row.behaviour, row.verb, row.resource, row.subresource, row.namespace, row.name
+            ));
+        }
+    }
+
+    // The certs manager's watches list by name; RBAC sees that as a named request.
+    let by_name = |name: &str| ListParams::default().fields(&format!("metadata.name={name}"));
+    let secrets: Api<Secret> = Api::namespaced(as_operator.clone(), &op);
+    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(as_operator.clone());
+    let real_calls = [
+        (
+            "certs_lists_its_secret_by_name",
+            secrets
+                .list_metadata(&by_name("db-operator-webhook-tls"))
+                .await
+                .map(|_| ()),
+            true,
+        ),
+        (
+            "other_secrets_of_the_operator_namespace_are_listed_only_via_the_reconciler_role",
+            secrets
+                .list_metadata(&ListParams::default())
+                .await
+                .map(|_| ()),
+            true,
+        ),
+        (
+            "certs_lists_its_webhook_configuration_by_name",
+            hooks
+                .list_metadata(&by_name("db-operator-validating"))
+                .await
+                .map(|_| ()),
+            true,
+        ),
+        (
+            "webhook_configurations_cannot_be_listed_unnamed",
+            hooks
+                .list_metadata(&ListParams::default())
+                .await
+                .map(|_| ()),
+            false,
+        ),
+    ];
+    for (behaviour, result, allowed) in real_calls {
+        if result.is_ok() != allowed {
+            wrong.push(format!("{behaviour}: {result:?}"));
+        }
+    }
+
+    for (kind, name) in &cluster_scoped {
+        let result = match kind.as_str() {
+            "ClusterRole" => Api::<ClusterRole>::all(admin.clone())
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+            _ => Api::<ClusterRoleBinding>::all(admin.clone())
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = result {
+            eprintln!("cleanup of {kind} {name} failed: {e}");
+        }
+    }
+    ns.cleanup().await.unwrap();
+    assert!(
+        wrong.is_empty(),
+        "deploy/operator/rbac.yaml grants the wrong access:\n  {}",
+        wrong.join("\n  ")
+    );
+}
