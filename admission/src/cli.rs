@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, keep serving this long with /readyz failing (so the Service drops the
+    /// pod before the listener closes); 5s suits a Deployment, 0 a terminal.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
 }
 
 impl ServeArgs {

@@ -53,7 +53,22 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
         let (namespaces, watch_task) = namespace_cache(&args).await?;
         let app = Arc::new(Admission::new(catalog, namespaces, args.limits()));
         let listener = server::bind(args.listen).await?;
-        let result = server::serve(listener, tls_config, app, server::shutdown_signal()).await;
+        let shutdown = {
+            let app = app.clone();
+            let delay = args.shutdown_delay;
+            async move {
+                server::shutdown_signal().await;
+                app.begin_draining();
+                if !delay.is_zero() {
+                    tracing::info!(
+                        delay_ms = delay.as_millis() as u64,
+                        "failing readiness before closing the listener"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        let result = server::serve(listener, tls_config, app, shutdown).await;
         if let Some(task) = watch_task {
             task.abort();
         }

@@ -66,6 +66,8 @@ pub struct Admission {
     pub namespaces: NamespaceCache,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// Set when shutdown begins: `/readyz` fails so endpoints drop this pod while it still serves.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Admission {
@@ -84,6 +86,24 @@ impl Admission {
             namespaces,
             metrics: Metrics::new(),
             limits,
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the server as shutting down: `/readyz` answers 503 from now on.
+    pub fn begin_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Ready to take traffic: namespace cache synced and not shutting down.
+    pub fn is_ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            Err("not ready: shutting down")
+        } else if !self.namespaces.is_ready() {
+            Err("not ready: namespace cache has not synced")
+        } else {
+            Ok(())
         }
     }
 }
@@ -156,11 +176,10 @@ where
             method_not_allowed("GET, HEAD")
         }
         Route::Healthz => text(StatusCode::OK, "ok"),
-        Route::Readyz if app.namespaces.is_ready() => text(StatusCode::OK, "ready"),
-        Route::Readyz => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: namespace cache has not synced",
-        ),
+        Route::Readyz => match app.is_ready() {
+            Ok(()) => text(StatusCode::OK, "ready"),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        },
         Route::Metrics => match app.metrics.encode() {
             Ok(body) => respond(
                 StatusCode::OK,

@@ -434,3 +434,24 @@ async fn graceful_shutdown_closes_idle_keep_alive_connections_promptly() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn readiness_fails_once_draining_begins() {
+    let app = admission::Admission::new(
+        api::catalog::Catalog::builtin(),
+        NamespaceCache::Disabled,
+        Limits::default(),
+    );
+    let probe = || {
+        http::Request::get("/readyz")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(
+        admission::router::handle(&app, probe()).await.status(),
+        StatusCode::OK
+    );
+    app.begin_draining();
+    let response = admission::router::handle(&app, probe()).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
