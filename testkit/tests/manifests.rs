@@ -575,12 +575,20 @@ fn helm() -> Option<PathBuf> {
 /// `helm template` of the chart into the operator namespace, minus cert-manager's kinds
 /// (their CRDs are not installed on the local cluster); returns the objects and the kinds left
 /// out.
-fn render_chart(cluster: &Cluster, helm: &Path, set: &[&str]) -> (Vec<Value>, Vec<String>) {
+fn render_chart(
+    cluster: &Cluster,
+    helm: &Path,
+    kube_version: &str,
+    set: &[&str],
+) -> (Vec<Value>, Vec<String>) {
     let mut command = Command::new(helm);
     command
         .args(["template", "db-operator"])
         .arg(repo_root().join(CHART))
-        .args(["--namespace", OPERATOR_NAMESPACE]);
+        .args(["--namespace", OPERATOR_NAMESPACE])
+        // Checked against Chart.yaml's kubeVersion; a helm built without release ldflags
+        // would otherwise assume v1.20.
+        .args(["--kube-version", kube_version]);
     for value in set {
         command.args(["--set", value]);
     }
@@ -653,12 +661,14 @@ async fn helm_chart_renders_objects_the_api_server_accepts() {
     let client = cluster.client().unwrap();
     ensure_operator_namespace(&client).await;
 
-    let (defaults, left_out) = render_chart(cluster, &helm, &[]);
+    let kube_version = client.apiserver_version().await.unwrap().git_version;
+    let (defaults, left_out) = render_chart(cluster, &helm, &kube_version, &[]);
     assert!(
         left_out.is_empty(),
         "cert-manager objects by default: {left_out:?}"
     );
-    let (with_cert_manager, left_out) = render_chart(cluster, &helm, &["certManager.enabled=true"]);
+    let (with_cert_manager, left_out) =
+        render_chart(cluster, &helm, &kube_version, &["certManager.enabled=true"]);
     assert_eq!(
         left_out,
         ["Certificate", "Certificate", "Issuer", "Issuer"],

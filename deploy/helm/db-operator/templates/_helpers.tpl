@@ -26,10 +26,3 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* The webhook configurations' annotations (cert-manager's cainjector fills caBundle). */}}
-{{- define "db-operator.webhookAnnotations" -}}
-{{- if .Values.certManager.enabled }}
-annotations:
-  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/{{ include "db-operator.certificateName" . }}
-{{- end }}
-{{- end -}}
