@@ -977,3 +977,78 @@ async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
         wrong.join("\n  ")
     );
 }
+
+/// The operator pod, created (dry-run) from the Deployment's template in a namespace that
+/// enforces the "restricted" Pod Security Standard, as deploy/operator/namespace.yaml does.
+/// Without its securityContext the same pod is refused, so the check can fail.
+#[tokio::test]
+async fn operator_pod_meets_the_restricted_pod_security_standard() {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("pss").await.unwrap();
+    let admin = cluster.client().unwrap();
+    let enforce = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(ns.name(), &PatchParams::default(), &Patch::Merge(&enforce))
+        .await
+        .unwrap();
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("db-operator".into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    ns.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+
+    let deployment = objects(
+        cluster,
+        "-f",
+        &repo_root().join("deploy/operator/deployment.yaml"),
+    )
+    .into_iter()
+    .find(|o| o["kind"] == "Deployment")
+    .expect("a Deployment");
+    let template = &deployment["spec"]["template"];
+    let pod_from = |spec: Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "db-operator", "labels": template["metadata"]["labels"]},
+            "spec": spec,
+        }))
+        .expect("a Pod")
+    };
+    let pods: Api<Pod> = ns.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let result = pods
+        .create(&dry_run, &pod_from(template["spec"].clone()))
+        .await;
+    let mut insecure = template["spec"].clone();
+    if let Some(map) = insecure.as_object_mut() {
+        map.remove("securityContext");
+    }
+    for container in insecure["containers"].as_array_mut().into_iter().flatten() {
+        if let Some(map) = container.as_object_mut() {
+            map.remove("securityContext");
+        }
+    }
+    let refused = pods.create(&dry_run, &pod_from(insecure)).await;
+    ns.cleanup().await.unwrap();
+    if let Err(e) = result {
+        panic!("the operator pod violates the restricted Pod Security Standard: {e}");
+    }
+    assert!(
+        refused.is_err(),
+        "a pod without securityContext was admitted: restricted is not enforced"
+    );
+}
