@@ -62,6 +62,15 @@ impl TestServer {
         }
     }
 
+    /// A client for a server started elsewhere (e.g. the `admission` binary).
+    pub fn external(addr: SocketAddr, ca_pem: String) -> TestServer {
+        TestServer {
+            addr,
+            handle: None,
+            ca_pem,
+        }
+    }
+
     pub fn client_config(
         &self,
         versions: &[&'static rustls::SupportedProtocolVersion],
