@@ -42,6 +42,8 @@ pub const ANNOTATION_CONFIG_HASH: &str = "example.com/config-hash";
 /// StatefulSet annotations recording what it runs, read back by the destructive-change guard.
 pub const ANNOTATION_ENGINE: &str = "example.com/engine";
 pub const ANNOTATION_VERSION: &str = "example.com/version";
+/// StatefulSet annotation naming the pod a stalled rollout is paused at (with the partition).
+pub const ANNOTATION_ROLLOUT_PAUSED: &str = "example.com/rollout-paused-at";
 
 pub const COMPONENT_DATABASE: &str = "database";
 pub const COMPONENT_CONFIG: &str = "config";

@@ -455,6 +455,79 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> 
                 .collect(),
         );
     }
+    // Stalled rollouts: detected only while the running template is the current one, and then
+    // paused with a partition at the stuck pod until the template changes.
+    let template_current = match (
+        sts.spec.as_ref(),
+        observed_sts.as_ref().and_then(|o| o.spec.as_ref()),
+    ) {
+        (Some(d), Some(o)) => drift::is_satisfied_by(&d.template, &o.template),
+        _ => false,
+    };
+    let observed_pause = observed_sts.as_ref().and_then(|o| {
+        let pod = o
+            .annotations()
+            .get(desired::ANNOTATION_ROLLOUT_PAUSED)?
+            .clone();
+        let partition = o
+            .spec
+            .as_ref()?
+            .update_strategy
+            .as_ref()?
+            .rolling_update
+            .as_ref()?
+            .partition?;
+        Some((pod, partition))
+    });
+    let stall = match observed_sts.as_ref().map(WorkloadStatus::from_statefulset) {
+        Some(w)
+            if template_current
+                && w.update_revision.is_some()
+                && (w.current_revision != w.update_revision || w.ready_replicas < w.replicas) =>
+        {
+            let pods = list_pods(ctx, &ns, &name).await?;
+            status::stalled_pod(
+                &pods,
+                w.update_revision.as_deref(),
+                ctx.settings.rollout_timeout,
+                Timestamp::now(),
+            )
+        }
+        _ => None,
+    };
+    let pause = status::rollout_pause(template_current, observed_pause.clone(), stall.as_ref());
+    if let Some((pod, partition)) = &pause {
+        if let Some(ru) = sts
+            .spec
+            .as_mut()
+            .and_then(|s| s.update_strategy.as_mut())
+            .and_then(|u| u.rolling_update.as_mut())
+        {
+            ru.partition = Some(*partition);
+        }
+        sts.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(desired::ANNOTATION_ROLLOUT_PAUSED.to_owned(), pod.clone());
+        if observed_pause.is_none() {
+            warn!(pod = %pod, partition, "rolling update stalled; pausing it");
+            publish(
+                ctx,
+                db,
+                EventType::Warning,
+                "RolloutPaused",
+                "RollingUpdate",
+                format!("rolling update paused at pod {pod} (partition {partition}): it did not become Ready within {}s", ctx.settings.rollout_timeout.as_secs()),
+            )
+            .await;
+        }
+    }
+    let stalled = match (&stall, &pause) {
+        (Some(s), _) => Some(status::stall_message(s, ctx.settings.rollout_timeout)),
+        (None, Some((pod, _))) => Some(status::paused_message(pod, ctx.settings.rollout_timeout)),
+        _ => None,
+    };
+
     let applied = apply_if_drifted(&sts_api, &sts, observed_sts.as_ref()).await?;
     if applied == Applied::Updated {
         let old_version = shape.version.as_ref().map(ToString::to_string);
@@ -488,21 +561,6 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> 
 
     // Status.
     let workload = current_sts.as_ref().map(WorkloadStatus::from_statefulset);
-    let stalled = match &workload {
-        Some(w)
-            if w.update_revision.is_some()
-                && (w.current_revision != w.update_revision || w.ready_replicas < w.replicas) =>
-        {
-            let pods = list_pods(ctx, &ns, &name).await?;
-            status::stalled_rollout(
-                &pods,
-                w.update_revision.as_deref(),
-                ctx.settings.rollout_timeout,
-                Timestamp::now(),
-            )
-        }
-        _ => None,
-    };
     if let Some(msg) = &stalled {
         if prev_degraded
             .as_deref()

@@ -81,14 +81,21 @@ fn is_pod_ready(pod: &Pod) -> Option<(bool, Option<Timestamp>)> {
     ))
 }
 
+/// An updated pod that has not become Ready in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    pub pod: String,
+    pub waited_secs: u64,
+}
+
 /// Finds a pod already moved to the update revision that has not become Ready within
 /// `timeout`: the rolling update is stuck on it.
-pub fn stalled_rollout(
+pub fn stalled_pod(
     pods: &[Pod],
     update_revision: Option<&str>,
     timeout: Duration,
     now: Timestamp,
-) -> Option<String> {
+) -> Option<Stall> {
     let update_revision = update_revision?;
     let mut stalled: Vec<(String, u64)> = pods
         .iter()
@@ -117,12 +124,63 @@ pub fn stalled_rollout(
         })
         .collect();
     stalled.sort();
-    let (name, waited) = stalled.first()?;
-    Some(format!(
-        "rolling update halted: updated pod {name} has not become Ready for {waited}s (limit {}s); \
-         no further pods will be updated until it is Ready or spec.version/spec.config is fixed",
+    let (pod, waited_secs) = stalled.into_iter().next()?;
+    Some(Stall { pod, waited_secs })
+}
+
+/// The stalled-rollout message, as used by [`stalled_rollout`].
+pub fn stall_message(stall: &Stall, timeout: Duration) -> String {
+    format!(
+        "rolling update paused: updated pod {} has not become Ready for {}s (limit {}s); \
+         no further pods are updated until the pod template changes (fix or revert \
+         spec.version, spec.config or spec.resources)",
+        stall.pod,
+        stall.waited_secs,
         timeout.as_secs()
-    ))
+    )
+}
+
+/// Message while a pause set earlier still holds (the pod may have become Ready since).
+pub fn paused_message(pod: &str, timeout: Duration) -> String {
+    format!(
+        "rolling update paused: updated pod {pod} did not become Ready within {}s; no further \
+         pods are updated until the pod template changes (fix or revert spec.version, \
+         spec.config or spec.resources)",
+        timeout.as_secs()
+    )
+}
+
+/// Stalled-rollout message for the pods, if the rollout is stuck.
+pub fn stalled_rollout(
+    pods: &[Pod],
+    update_revision: Option<&str>,
+    timeout: Duration,
+    now: Timestamp,
+) -> Option<String> {
+    stalled_pod(pods, update_revision, timeout, now).map(|s| stall_message(&s, timeout))
+}
+
+/// StatefulSet ordinal of a pod name (`<sts>-<ordinal>`).
+pub fn pod_ordinal(pod: &str) -> Option<i32> {
+    pod.rsplit_once('-')?.1.parse().ok()
+}
+
+/// Decides whether the rollout is paused, returning `(pod, partition)`. A pause holds while the
+/// pod template is unchanged (`template_current`): once set on a stall it survives the pod
+/// turning Ready later, so a flapping pod cannot silently continue a bad rollout; any template
+/// change (the user fixing or reverting the spec) lifts it.
+pub fn rollout_pause(
+    template_current: bool,
+    observed_pause: Option<(String, i32)>,
+    stall: Option<&Stall>,
+) -> Option<(String, i32)> {
+    if !template_current {
+        return None;
+    }
+    observed_pause.or_else(|| {
+        let s = stall?;
+        Some((s.pod.clone(), pod_ordinal(&s.pod)?))
+    })
 }
 
 /// True when the workload runs exactly the desired spec with every replica ready.
@@ -544,6 +602,45 @@ mod tests {
         assert!(stalled_rollout(&healthy, Some("b"), timeout, ts(5000)).is_none());
         let old_rev_unready = vec![pod("orders-1", "a", false, 0, 0)];
         assert!(stalled_rollout(&old_rev_unready, Some("b"), timeout, ts(5000)).is_none());
+    }
+
+    #[test]
+    fn rollout_pause_holds_until_the_template_changes() {
+        let stall = Stall {
+            pod: "orders-2".to_owned(),
+            waited_secs: 400,
+        };
+        let rows = [
+            (
+                "stall_pauses_at_the_stuck_ordinal",
+                true,
+                None,
+                Some(&stall),
+                Some(("orders-2", 2)),
+            ),
+            (
+                "pause_survives_the_pod_turning_ready",
+                true,
+                Some(("orders-2", 2)),
+                None,
+                Some(("orders-2", 2)),
+            ),
+            (
+                "template_change_lifts_the_pause",
+                false,
+                Some(("orders-2", 2)),
+                Some(&stall),
+                None,
+            ),
+            ("no_stall_no_pause", true, None, None, None),
+        ];
+        for (name, current, observed, st, expected) in rows {
+            let observed = observed.map(|(p, o): (&str, i32)| (p.to_owned(), o));
+            let got = rollout_pause(current, observed, st);
+            assert_eq!(got, expected.map(|(p, o)| (p.to_owned(), o)), "{name}");
+        }
+        assert_eq!(pod_ordinal("my-db-10"), Some(10));
+        assert_eq!(pod_ordinal("nodash"), None);
     }
 
     #[test]

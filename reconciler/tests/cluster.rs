@@ -1156,6 +1156,45 @@ async fn rollout_stuck_on_an_unready_pod_is_reported_degraded_and_goes_no_furthe
         on_old, 2,
         "the rollout must not continue past the stuck pod"
     );
+    // Paused explicitly with a partition at the stuck pod, so it stays paused even if that pod
+    // turns Ready later.
+    let sts: StatefulSet = ns.api::<StatefulSet>().get("stuck").await.unwrap();
+    let partition = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition);
+    assert_eq!(partition, Some(2));
+    assert_eq!(
+        sts.annotations()
+            .get("example.com/rollout-paused-at")
+            .map(String::as_str),
+        Some("stuck-2")
+    );
+    // Changing the template (reverting the resources) lifts the pause.
+    patch_spec(&ns, "stuck", json!({"resources": null})).await;
+    wait_for(WAIT, "the pause to be lifted", || async {
+        let sts = ns.api::<StatefulSet>().get("stuck").await?;
+        let partition = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition);
+        let marked = sts
+            .annotations()
+            .contains_key("example.com/rollout-paused-at");
+        if partition == Some(0) && !marked {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!(
+                "partition {partition:?}, marked {marked}"
+            )))
+        }
+    })
+    .await
+    .unwrap();
     teardown(ns, replica).await;
 }
 
