@@ -4,8 +4,12 @@
 //!   server-side applied in dry-run mode with strict field validation, so schema errors, unknown
 //!   fields, duplicate list keys and malformed RBAC rules fail here instead of at install time.
 //! * `deploy/kustomization.yaml` installs exactly the operator, webhook and CRD manifests.
-//! * The Helm chart's `crds/database.yaml` is byte-identical to `deploy/crd/database.yaml`.
+//! * `deploy/operator/rbac.yaml` allows every call the binaries make, and not much else.
+//! * The operator pod passes the `restricted` Pod Security Standard its namespace enforces.
 //! * The Deployment's container args parse with the real binaries' clap definitions.
+//! * The Helm chart: `crds/database.yaml` is byte-identical to `deploy/crd/database.yaml`, every
+//!   `.Values` path exists; with a helm binary, both value sets render objects the API server
+//!   accepts and the default rendering mirrors `deploy/`.
 //!
 //! YAML is turned into JSON by `kubectl create --dry-run=client -o json` (testkit has no YAML
 //! parser, and kubectl is what users run); kubectl comes from `DBOP_BIN_DIR` (set by
