@@ -122,3 +122,67 @@ pub fn build_client(config: Config, qps: u32, log: WriteLog) -> Result<Client, k
         .build();
     Ok(client)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::time::Instant;
+    use tower::{service_fn, ServiceExt};
+
+    fn req(method: Method, path: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_mutating_requests_are_logged() {
+        let log = WriteLog::new(Some(Arc::new(Metrics::new())));
+        let inner = service_fn(|_r: Request<()>| async { Ok::<_, Infallible>(()) });
+        let mut svc = WriteLogLayer::new(log.clone()).layer(inner);
+        for (m, p) in [
+            (Method::GET, "/api/v1/namespaces/a/pods"),
+            (Method::PATCH, "/apis/apps/v1/namespaces/a/statefulsets/db"),
+            (Method::POST, "/api/v1/namespaces/a/secrets"),
+            (Method::DELETE, "/api/v1/namespaces/a/services/db"),
+            (
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/l",
+            ),
+        ] {
+            svc.ready().await.unwrap().call(req(m, p)).await.unwrap();
+        }
+        assert_eq!(
+            log.entries(),
+            vec![
+                "PATCH /apis/apps/v1/namespaces/a/statefulsets/db",
+                "POST /api/v1/namespaces/a/secrets",
+                "DELETE /api/v1/namespaces/a/services/db",
+                "PUT /apis/coordination.k8s.io/v1/namespaces/a/leases/l",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_rate_wait_for_the_next_window() {
+        let inner = service_fn(|_r: Request<()>| async { Ok::<_, Infallible>(()) });
+        let mut svc = RateLimitLayer::new(2, Duration::from_millis(300)).layer(inner);
+        let started = Instant::now();
+        for _ in 0..3 {
+            svc.ready()
+                .await
+                .unwrap()
+                .call(req(Method::GET, "/"))
+                .await
+                .unwrap();
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "third request must wait for the next window, took {:?}",
+            started.elapsed()
+        );
+    }
+}
