@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 
 use api::catalog::Catalog;
@@ -86,31 +86,64 @@ pub fn check_files(
     Ok(evaluate(new_manifest, old_db.as_ref(), catalog, &ctx))
 }
 
-/// Parses one YAML document and checks it declares an example.com Database; other served
-/// versions are converted to v1 first.
+/// Finds the one Database in a YAML stream (other kinds, e.g. a Namespace in the same file,
+/// are ignored) and converts it to v1 when it is written in another served version.
 fn manifest(text: &str, path: &Path) -> Result<Value, CheckError> {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| CheckError::Yaml {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
     let not_database = |message: String| CheckError::NotDatabase {
         path: path.to_owned(),
         message,
     };
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if kind != "Database" || !api_version.starts_with("example.com/") {
-        return Err(not_database(format!(
-            "expected apiVersion example.com/v1 and kind Database, got apiVersion {api_version:?} and kind {kind:?}"
-        )));
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value = Value::deserialize(document).map_err(|e| CheckError::Yaml {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if !value.is_null() {
+            documents.push(value);
+        }
     }
-    if api_version == HUB_API_VERSION {
+    let kind_of = |v: &Value| {
+        (
+            v.get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            v.get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let mut databases: Vec<Value> = documents
+        .iter()
+        .filter(|v| {
+            let (api_version, kind) = kind_of(v);
+            kind == "Database" && api_version.starts_with("example.com/")
+        })
+        .cloned()
+        .collect();
+    let value = match (databases.len(), documents.first()) {
+        (1, _) => databases.remove(0),
+        (0, Some(first)) if documents.len() == 1 => {
+            let (api_version, kind) = kind_of(first);
+            return Err(not_database(format!(
+                "expected apiVersion example.com/v1 and kind Database, got apiVersion {api_version:?} and kind {kind:?}"
+            )));
+        }
+        (0, _) => {
+            return Err(not_database(format!(
+                "none of its {} YAML documents is an example.com Database",
+                documents.len()
+            )))
+        }
+        (n, _) => {
+            return Err(not_database(format!(
+                "it holds {n} Database documents; check one Database per file"
+            )))
+        }
+    };
+    if kind_of(&value).0 == HUB_API_VERSION {
         Ok(value)
     } else {
         api::conversion::convert(value, HUB_API_VERSION).map_err(|e| not_database(e.to_string()))

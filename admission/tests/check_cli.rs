@@ -138,9 +138,16 @@ fn unreadable_input_exits_3_with_a_message() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
     )
     .unwrap();
+    let two = dir.path().join("two.yaml");
+    std::fs::write(
+        &two,
+        "apiVersion: example.com/v1\nkind: Database\nmetadata: {name: a}\n---\napiVersion: example.com/v1\nkind: Database\nmetadata: {name: b}\n",
+    )
+    .unwrap();
     let missing = dir.path().join("missing.yaml");
     let valid = manifests().join("valid-postgres-minimal.yaml");
-    let cases: [(Vec<&Path>, &str); 4] = [
+    let cases: [(Vec<&Path>, &str); 5] = [
+        (vec![&two], "check one Database per file"),
         (vec![&broken], "not valid YAML"),
         (vec![&configmap], "not a Database manifest"),
         (vec![&missing], "cannot read"),
@@ -156,4 +163,22 @@ fn unreadable_input_exits_3_with_a_message() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
         assert!(stderr.contains(fragment), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn other_documents_beside_the_database_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bundle.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: example.com/v1\nkind: Database\nmetadata: {name: orders, namespace: shop}\nspec: {replicas: 0}\n",
+    )
+    .unwrap();
+    let out = check(&["-f", file.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error: spec.replicas: 0 is out of range"),
+        "{text}"
+    );
 }
