@@ -302,6 +302,10 @@ async fn remove_finalizer(db: &Database, ctx: &Context, ns: &str, name: &str) ->
     {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
+        // The `test` on the finalizer's index failed: the list changed since we read it.
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            Err(Error::Stale(format!("Database {ns}/{name}")))
+        }
         Err(e) => Err(Error::kube(
             "remove finalizer from",
             "Database",

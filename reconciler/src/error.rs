@@ -19,6 +19,10 @@ pub enum Error {
     /// The Database object lacks something the API server always sets (namespace, uid).
     #[error("Database is missing metadata.{0}")]
     MissingMetadata(&'static str),
+    /// A guarded patch found the object changed since it was read (JSON-patch `test` failed,
+    /// which the API server reports as 422): retry with a fresh copy.
+    #[error("{0} changed since it was read; retrying with a fresh copy")]
+    Stale(String),
     /// Building a desired object failed (should not happen with valid input).
     #[error("failed to serialize {kind}: {source}")]
     Serialize {
@@ -83,6 +87,7 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::MissingMetadata(_) | Error::Serialize { .. } => true,
+            Error::Stale(_) => false,
             Error::Kube { .. } => matches!(
                 self.api_status().map(|s| s.code),
                 Some(400 | 403 | 405 | 413 | 415 | 422)
@@ -95,6 +100,7 @@ impl Error {
         match self {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Serialize { .. } => "serialize",
+            Error::Stale(_) => "stale_object",
             Error::Kube { source, .. } => match source.as_ref() {
                 kube::Error::Api(status) => match status.code {
                     403 => "forbidden",
@@ -153,6 +159,13 @@ mod tests {
             assert_eq!(e.is_permanent(), permanent, "code {code}");
             assert_eq!(e.metric_label(), label, "code {code}");
         }
+    }
+
+    #[test]
+    fn stale_object_is_transient() {
+        let e = Error::Stale("Database ns/db".to_owned());
+        assert!(!e.is_permanent());
+        assert_eq!(e.metric_label(), "stale_object");
     }
 
     #[test]

@@ -311,7 +311,11 @@ async fn ensure_finalizer(db: &Database, ctx: &Context, ns: &str) -> Result<(), 
         &Patch::Json::<()>(patch),
     )
     .await
-    .map_err(|e| Error::kube("add finalizer to", "Database", ns, &name, e))?;
+    .map_err(|e| match e {
+        // The `test` on resourceVersion failed: our cached copy is stale.
+        kube::Error::Api(s) if s.code == 422 => Error::Stale(format!("Database {ns}/{name}")),
+        e => Error::kube("add finalizer to", "Database", ns, &name, e),
+    })?;
     info!("added cleanup finalizer");
     Ok(())
 }
