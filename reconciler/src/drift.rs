@@ -73,13 +73,16 @@ pub fn first_difference(desired: &Value, observed: &Value) -> Option<String> {
     walk(desired, observed, &mut path).then_some(path)
 }
 
-/// The API server drops empty maps/lists and nulls; their absence is not drift.
+/// The API server drops empty maps/lists and nulls, and `omitempty` drops zero values of
+/// non-pointer fields (`readOnly: false`), whose absence then means that same zero value.
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
         Value::Object(m) => m.values().all(is_empty),
         Value::Array(a) => a.is_empty(),
-        _ => false,
     }
 }
 
@@ -176,5 +179,18 @@ mod tests {
     #[test]
     fn empty_desired_collections_match_absent_ones() {
         assert!(contains(&json!({"a": {}, "b": [], "c": null}), &json!({})));
+    }
+
+    #[test]
+    fn omitted_zero_values_are_not_drift_but_changed_ones_are() {
+        assert!(contains(
+            &json!({"readOnly": false, "n": 0, "s": ""}),
+            &json!({})
+        ));
+        assert!(!contains(&json!({"readOnly": true}), &json!({})));
+        assert!(!contains(
+            &json!({"readOnly": false}),
+            &json!({"readOnly": true})
+        ));
     }
 }

@@ -602,43 +602,80 @@ async fn version_upgrade_and_config_change_roll_pods_one_at_a_time() {
     let new_image = catalog
         .image(Engine::Postgres, &semver::Version::parse("17.2.0").unwrap())
         .unwrap();
-    patch_spec(&ns, "ledger", json!({"version": "17.2.0"})).await;
     // Sample the pods during the rollout: never more than one pod down at a time.
-    let worst_unavailable = AtomicUsize::new(0);
-    let saw_mixed_versions = AtomicBool::new(false);
-    wait_for(WAIT, "every pod to run the new image", || {
-        let ns = &ns;
+    // Watch every pod event during the rollout (kwok makes pods Ready within milliseconds, so
+    // polling could miss the intermediate states): never more than one pod down, and old and
+    // new versions side by side at some point (one pod at a time, not all at once).
+    let worst_unavailable = Arc::new(AtomicUsize::new(0));
+    let saw_mixed_versions = Arc::new(AtomicBool::new(false));
+    let observer = {
+        let api: Api<Pod> = ns.api();
         let new_image = new_image.clone();
-        let worst = &worst_unavailable;
-        let mixed = &saw_mixed_versions;
-        async move {
-            let ps = pods(ns, "ledger").await;
-            let ready = ps
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| {
-                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
-                })
-                .count();
-            worst.fetch_max(3usize.saturating_sub(ready), Ordering::Relaxed);
-            let new = ps.iter().filter(|p| image_of_pod(p) == new_image).count();
-            if new > 0 && new < ps.len() {
-                mixed.store(true, Ordering::Relaxed);
+        let worst = worst_unavailable.clone();
+        let mixed = saw_mixed_versions.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            use kube::runtime::watcher::{watcher, Config as WatcherConfig, Event as WatchEvent};
+            let mut state: BTreeMap<String, (String, bool)> = BTreeMap::new();
+            let cfg = WatcherConfig::default()
+                .labels("app.kubernetes.io/instance=ledger,app.kubernetes.io/component=database");
+            let mut stream = watcher(api, cfg).boxed();
+            let mut synced = false;
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                match ev {
+                    WatchEvent::Apply(p) | WatchEvent::InitApply(p) => {
+                        let ready = p.metadata.deletion_timestamp.is_none()
+                            && p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                });
+                        state.insert(p.name_any(), (image_of_pod(&p), ready));
+                    }
+                    WatchEvent::Delete(p) => {
+                        state.remove(&p.name_any());
+                    }
+                    WatchEvent::Init => state.clear(),
+                    WatchEvent::InitDone => synced = true,
+                }
+                if !synced {
+                    continue;
+                }
+                let ready = state.values().filter(|(_, r)| *r).count();
+                worst.fetch_max(3usize.saturating_sub(ready), Ordering::Relaxed);
+                let new = state.values().filter(|(i, _)| *i == new_image).count();
+                if new > 0 && new < state.len() {
+                    mixed.store(true, Ordering::Relaxed);
+                }
             }
-            if new == 3 && ps.len() == 3 && ready == 3 {
-                Ok(())
-            } else {
-                Err(NotYet::new(format!("{new}/3 updated, {ready} ready")))
-            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    patch_spec(&ns, "ledger", json!({"version": "17.2.0"})).await;
+    wait_for(WAIT, "every pod to run the new image", || async {
+        let ps = pods(&ns, "ledger").await;
+        let ready = ps
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        let new = ps.iter().filter(|p| image_of_pod(p) == new_image).count();
+        if new == 3 && ps.len() == 3 && ready == 3 {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{new}/3 updated, {ready} ready")))
         }
     })
     .await
     .unwrap();
+    observer.abort();
     let worst_unavailable = worst_unavailable.load(Ordering::Relaxed);
     assert!(
         worst_unavailable <= 1,
@@ -1231,6 +1268,17 @@ async fn backup_schedule_creates_cronjob_reports_last_backup_and_unset_removes_i
         .await
         .unwrap()
         .is_some());
+    // Idle with a CronJob and a MySQL config too: zero writes.
+    poke_and_settle(&ns, "shop", &replica, "1").await;
+    let before = replica.writes.entries();
+    poke_and_settle(&ns, "shop", &replica, "2").await;
+    let after = replica.writes.entries();
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "idle reconcile wrote: {:?}",
+        &after[before.len().min(after.len())..]
+    );
 
     // Run one backup now, as `kubectl create job --from=cronjob/shop-backup` would.
     let template = cj.spec.job_template.clone();
