@@ -86,21 +86,15 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// The API server canonicalises quantities (`1024Mi` stays, but `1.5Gi` becomes `1536Mi`).
+/// The API server canonicalises quantities (`1.5Gi` becomes `1536Mi`, `0.5` becomes `500m`).
 fn same_quantity(a: &str, b: &str) -> bool {
-    let looks_like_quantity = |s: &str| s.starts_with(|c: char| c.is_ascii_digit()) && s.len() < 32;
-    if !looks_like_quantity(a) || !looks_like_quantity(b) {
-        return false;
-    }
-    let qa = k8s_openapi::apimachinery::pkg::api::resource::Quantity(a.to_owned());
-    let qb = k8s_openapi::apimachinery::pkg::api::resource::Quantity(b.to_owned());
-    match (
-        api::quantity::parse_bytes(&qa),
-        api::quantity::parse_bytes(&qb),
-    ) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
+    let looks_like_quantity = |s: &str| {
+        s.len() < 40
+            && s.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '-' || c == '+')
+    };
+    looks_like_quantity(a)
+        && looks_like_quantity(b)
+        && api::quantity::compare(a, b).is_ok_and(|o| o == std::cmp::Ordering::Equal)
 }
 
 #[cfg(test)]
@@ -174,6 +168,8 @@ mod tests {
             &json!({"name": "orders"}),
             &json!({"name": "orders2"})
         ));
+        assert!(contains(&json!({"cpu": "0.5"}), &json!({"cpu": "500m"})));
+        assert!(!contains(&json!({"cpu": "0.5"}), &json!({"cpu": "600m"})));
     }
 
     #[test]

@@ -413,7 +413,12 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_no
     let ns = setup("rec-ready").await;
     let replica = start_controller(&ns).await;
     let catalog = Catalog::builtin();
-    create_db(&ns, "orders", spec(Engine::Postgres, 2, "16.4.0", "1Gi")).await;
+    // Quantities the API server canonicalises ("0.5" is stored as "500m") must not look like drift.
+    let mut s = spec(Engine::Postgres, 2, "16.4.0", "1Gi");
+    s.resources = Some(
+        serde_json::from_value(json!({"requests": {"cpu": "0.5", "memory": "256Mi"}})).unwrap(),
+    );
+    create_db(&ns, "orders", s).await;
     let db = wait_ready(&ns, "orders", 2).await;
     let status = db.status.clone().unwrap();
     assert_eq!(
