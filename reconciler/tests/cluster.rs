@@ -564,6 +564,34 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_no
     )
     .await
     .unwrap();
+    // A Secret stripped of our label (so it drops out of the filtered watch) and owner is
+    // re-labelled and re-owned, and its password is left alone.
+    ns.api::<Secret>()
+        .patch(
+            "orders-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}, "ownerReferences": null}})),
+        )
+        .await
+        .unwrap();
+    wait_for(WAIT, "Secret label and owner to be restored", || async {
+        let s = ns.api::<Secret>().get("orders-credentials").await?;
+        if owned_by(&s, &db)
+            && s.labels()
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str)
+                == Some("db-operator")
+        {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!(
+                "{:?} {:?}",
+                s.metadata.labels, s.metadata.owner_references
+            )))
+        }
+    })
+    .await
+    .unwrap();
     // The Secret was never regenerated.
     let secret: Secret = ns.api::<Secret>().get("orders-credentials").await.unwrap();
     assert_eq!(secret.data.unwrap()["password"], password);
