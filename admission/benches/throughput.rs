@@ -55,6 +55,26 @@ impl Target {
     }
 }
 
+/// CPU time (ns) used so far by this process's threads whose name starts with `prefix`
+/// (Linux `schedstat`; 0 elsewhere).
+fn thread_cpu_ns(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+        })
+        .sum()
+}
+
 struct Stats {
     requests: usize,
     elapsed: Duration,
@@ -311,19 +331,26 @@ fn main() {
             println!("{:<26} {:>9.1} µs/decision", target.name, cost.as_secs_f64() * 1e6);
         }
         println!("\nclosed loop, {concurrency} connections:");
-        println!("{:<26} {:>10} {:>12} {:>9} {:>9} {:>9}", "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "max ms");
+        println!(
+            "{:<26} {:>10} {:>12} {:>9} {:>9} {:>9} {:>14}",
+            "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "server µs/req"
+        );
         for target in &targets {
+            let cpu_before = thread_cpu_ns("server");
             let s = closed_loop(&server, target, concurrency, seconds).await;
+            let cpu = thread_cpu_ns("server").saturating_sub(cpu_before);
             println!(
-                "{:<26} {:>10} {:>12.0} {:>9.3} {:>9.3} {:>9.3}",
+                "{:<26} {:>10} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>14.1}",
                 target.name,
                 s.requests,
                 s.requests as f64 / s.elapsed.as_secs_f64(),
                 ms(s.p50),
                 ms(s.p99),
-                ms(s.max)
+                ms(s.max),
+                cpu as f64 / 1000.0 / s.requests as f64
             );
         }
+        println!("(server µs/req: CPU time of the server runtime's threads, TLS included, per request;\n 2 cores / that = what the server alone could sustain)");
         println!("\nclosed loop over HTTP/2, 4 connections x 8 streams (for comparison):");
         for target in &targets[1..] {
             let s = closed_loop_h2(&server, target, 4, 8, seconds).await;

@@ -106,7 +106,10 @@ impl TestServer {
     /// An HTTP/1.1 connection (ALPN `http/1.1`).
     pub async fn h1(&self) -> hyper::client::conn::http1::SendRequest<ClientBody> {
         let stream = self.tls_connect(&[b"http/1.1"]).await;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        // Flattened writes: headers and body leave in one TLS record, as a Go client sends them.
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
             .await
             .expect("h1 handshake");
         tokio::spawn(async move {
