@@ -182,3 +182,50 @@ fn other_documents_beside_the_database_are_ignored() {
         "{text}"
     );
 }
+
+#[test]
+fn replacement_catalog_changes_defaults_and_bad_catalog_is_unreadable() {
+    let builtin = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/src/catalog.yaml"),
+    )
+    .unwrap();
+    assert!(
+        builtin.contains("default: \"17.7.0\""),
+        "built-in catalog changed shape"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.yaml");
+    std::fs::write(
+        &catalog,
+        builtin.replace("default: \"17.7.0\"", "default: \"16.10.0\""),
+    )
+    .unwrap();
+    let manifest = manifests().join("valid-postgres-minimal.yaml");
+    let out = check(&[
+        "-f",
+        manifest.to_str().unwrap(),
+        "-o",
+        "json",
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["patch"][1]["value"], "16.10.0");
+
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "engines: 5\n").unwrap();
+    let out = check(&[
+        "-f",
+        manifest.to_str().unwrap(),
+        "--catalog",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to load catalog"));
+}
