@@ -485,7 +485,10 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> 
     });
     let stall = match observed_sts.as_ref().map(WorkloadStatus::from_statefulset) {
         Some(w)
+            // Only once the StatefulSet controller has observed the current template: until
+            // then updateRevision (and the pods labelled with it) may still be the old one.
             if template_current
+                && w.observed_generation >= w.generation
                 && w.update_revision.is_some()
                 && (w.current_revision != w.update_revision || w.ready_replicas < w.replicas) =>
         {
