@@ -336,3 +336,37 @@ fn wrong_expectations_are_reported() {
     }
     assert!(!admission_mismatches(&request, &right, StatusCode::BAD_REQUEST, &body).is_empty());
 }
+
+/// Every rule of `api::validation::RULES` has at least one denied and one allowed fixture
+/// (tagged in `rules`), so a new rule cannot ship without fixtures.
+#[test]
+fn every_validation_rule_has_a_denied_and_an_allowed_fixture() {
+    let fixtures = load("validate");
+    let rule_names: Vec<&str> = api::validation::RULES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    let mut missing = Vec::new();
+    for rule in &rule_names {
+        for allowed in [false, true] {
+            let covered = fixtures.iter().any(|f| {
+                f.expected["allowed"] == allowed
+                    && strings(f.expected.get("rules")).iter().any(|r| r == rule)
+            });
+            if !covered {
+                missing.push(format!(
+                    "{rule}: no {} fixture",
+                    if allowed { "allowed" } else { "denied" }
+                ));
+            }
+        }
+    }
+    for f in &fixtures {
+        for tag in strings(f.expected.get("rules")) {
+            if !rule_names.contains(&tag.as_str()) {
+                missing.push(format!("{}: tags unknown rule {tag}", f.name));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
