@@ -172,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             ..Settings::default()
         },
         backoff: BackoffTracker::new(BackoffPolicy::default()),
+        written_status: Default::default(),
     });
     let scope = Scope {
         namespace: flags.namespace.clone(),

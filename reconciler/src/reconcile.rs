@@ -71,6 +71,40 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub backoff: BackoffTracker,
+    /// Status last written per object, to tell a lagging cache from a real difference.
+    pub written_status: StatusMemo,
+}
+
+/// Remembers, per Database, the status we last wrote and the resourceVersion our write was
+/// based on. A reconcile that still sees that same resourceVersion in the cache (the watch has
+/// not delivered our own write yet) and computes the same status skips the redundant write.
+#[derive(Debug, Default)]
+pub struct StatusMemo {
+    inner: std::sync::Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>,
+}
+
+impl StatusMemo {
+    /// True if `status` was already written on top of `resource_version`.
+    pub fn already_written(
+        &self,
+        key: &str,
+        resource_version: &str,
+        status: &serde_json::Value,
+    ) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|(rv, v)| rv == resource_version && v == status)
+    }
+
+    pub fn remember(&self, key: String, resource_version: String, status: serde_json::Value) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        map.insert(key, (resource_version, status));
+    }
 }
 
 fn key(db: &Database) -> String {
@@ -196,6 +230,13 @@ pub async fn write_status(
             return Ok(false);
         }
     }
+    let rv = db.resource_version().unwrap_or_default();
+    if ctx
+        .written_status
+        .already_written(&key(db), &rv, &new_value)
+    {
+        return Ok(false);
+    }
     let ns = db.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = db.name_any();
     let api: Api<Database> = Api::namespaced(ctx.client.clone(), &ns);
@@ -212,6 +253,8 @@ pub async fn write_status(
     )
     .await
     .map_err(|e| Error::kube("patch status of", "Database", &ns, &name, e))?;
+    ctx.written_status
+        .remember(key(db), rv, body["status"].clone());
     Ok(true)
 }
 
@@ -930,4 +973,30 @@ async fn grow_storage(
         .await;
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_memo_skips_only_while_the_cache_shows_the_version_written_on() {
+        let memo = StatusMemo::default();
+        let status = json!({"phase": "Running"});
+        assert!(!memo.already_written("ns/db", "10", &status));
+        memo.remember("ns/db".into(), "10".into(), status.clone());
+        assert!(
+            memo.already_written("ns/db", "10", &status),
+            "cache still lags: skip"
+        );
+        assert!(
+            !memo.already_written("ns/db", "11", &status),
+            "cache moved on: compare for real"
+        );
+        assert!(
+            !memo.already_written("ns/db", "10", &json!({"phase": "Pending"})),
+            "different status: write"
+        );
+        assert!(!memo.already_written("ns/other", "10", &status));
+    }
 }

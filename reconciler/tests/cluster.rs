@@ -115,6 +115,7 @@ fn context(
         metrics,
         settings,
         backoff: BackoffTracker::new(BackoffPolicy::default()),
+        written_status: Default::default(),
     })
 }
 
