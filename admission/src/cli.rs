@@ -23,6 +23,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at startup; boxing the large `serve` flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /validate, /mutate, /convert, /healthz, /readyz and /metrics over HTTPS.
@@ -55,12 +57,23 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:8443", env = "ADMISSION_LISTEN")]
     pub listen: SocketAddr,
-    /// PEM certificate chain served to clients (leaf first).
-    #[arg(long, env = "ADMISSION_TLS_CERT")]
-    pub tls_cert: PathBuf,
-    /// PEM private key of the certificate.
-    #[arg(long, env = "ADMISSION_TLS_KEY")]
-    pub tls_key: PathBuf,
+    /// PEM certificate chain served to clients (leaf first), e.g. from cert-manager or
+    /// `admission dev-cert`. Re-read every --cert-reload-interval, so a rotation on disk needs
+    /// no restart. Outside --cert-dir this turns certificate management off; default:
+    /// <cert-dir>/tls.crt.
+    #[arg(long, env = "ADMISSION_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (default: <cert-dir>/tls.key).
+    #[arg(long, env = "ADMISSION_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With managed certificates: how long to wait for the certificate files in --cert-dir
+    /// (the Secret's mount in a pod, which the kubelet fills after the Secret is created).
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    pub cert_files_timeout: Duration,
+    /// Certificate management (Secret, rotation, caBundle injection), shared with the `certs`
+    /// crate.
+    #[command(flatten)]
+    pub certs: certs::CertConfig,
     /// Replacement version catalog (YAML); the built-in catalog otherwise.
     #[arg(long, env = "ADMISSION_CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -97,7 +110,33 @@ pub struct ServeArgs {
     pub shutdown_delay: Duration,
 }
 
+/// Where the served certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// The `certs` manager keeps the Secret and caBundle current and the files in --cert-dir
+    /// (mounted, or written by the manager); the server waits for them, then reloads them.
+    Managed,
+    /// Only load and reload these files (cert-manager, dev-cert, or no cluster).
+    Files { cert: PathBuf, key: PathBuf },
+}
+
 impl ServeArgs {
+    /// Picks the certificate source: managed when `--manage-certs` is on (the default), a
+    /// cluster is available, and `--tls-cert`/`--tls-key`, if given, are the files in
+    /// `--cert-dir`; otherwise files only.
+    pub fn cert_source(&self, cluster_available: bool) -> CertSource {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => (self.certs.cert_path(), self.certs.key_path()),
+        };
+        let in_cert_dir = cert == self.certs.cert_path() && key == self.certs.key_path();
+        if self.certs.manage_certs && cluster_available && in_cert_dir {
+            CertSource::Managed
+        } else {
+            CertSource::Files { cert, key }
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_body_bytes: self.max_body_bytes,
@@ -182,6 +221,72 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["admission", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn certificate_source_follows_flags_and_cluster() {
+        let files = |c: &str, k: &str| CertSource::Files {
+            cert: PathBuf::from(c),
+            key: PathBuf::from(k),
+        };
+        let cases: [(&str, &[&str], bool, CertSource); 6] = [
+            (
+                "managed_by_default_with_a_cluster",
+                &[],
+                true,
+                CertSource::Managed,
+            ),
+            (
+                "deployment_flags_naming_the_cert_dir_stay_managed",
+                &[
+                    "--tls-cert=/etc/db-operator/webhook-tls/tls.crt",
+                    "--tls-key=/etc/db-operator/webhook-tls/tls.key",
+                ],
+                true,
+                CertSource::Managed,
+            ),
+            (
+                "own_files_outside_the_cert_dir_are_served_as_given",
+                &["--tls-cert=/tmp/dev/tls.crt", "--tls-key=/tmp/dev/tls.key"],
+                true,
+                files("/tmp/dev/tls.crt", "/tmp/dev/tls.key"),
+            ),
+            (
+                "cert_manager_mode_serves_the_cert_dir",
+                &["--manage-certs=false", "--cert-dir=/certs"],
+                true,
+                files("/certs/tls.crt", "/certs/tls.key"),
+            ),
+            (
+                "no_cluster_serves_files",
+                &["--cert-dir=/certs"],
+                false,
+                files("/certs/tls.crt", "/certs/tls.key"),
+            ),
+            (
+                "host_run_with_a_cert_dir_is_managed",
+                &["--cert-dir=.local/webhook-certs", "--write-cert-dir=true"],
+                true,
+                CertSource::Managed,
+            ),
+        ];
+        for (name, args, cluster, want) in cases {
+            assert_eq!(serve_args(args).cert_source(cluster), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn tls_cert_without_key_is_a_usage_error() {
+        assert!(Cli::try_parse_from(["admission", "serve", "--tls-cert", "c"]).is_err());
     }
 
     #[test]

@@ -3,12 +3,11 @@
 //!
 //! Not for clusters: the `certs` crate owns production certificates and rotation.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use certs::generate::{generate_ca, issue_serving_cert, ServingNames};
 
 use crate::Error;
 
@@ -31,58 +30,24 @@ pub struct DevCertFiles {
     pub key: PathBuf,
 }
 
-/// Generates a CA (valid `days` days, path length 0) and a serving certificate for `hosts`
-/// (DNS names or IP addresses) signed by it.
+/// Generates a CA and a serving certificate for `hosts` (DNS names or IP addresses) signed by
+/// it, both valid for `days` days (from a few minutes ago, for clock skew), with the same
+/// generator the `certs` crate uses for the webhook's real certificates (ECDSA P-256).
 pub fn generate(hosts: &[String], days: u32) -> Result<DevCert, Error> {
-    // Valid from one day before today (clock skew) until `days` days after today; rcgen's
-    // default would run to the year 4096.
-    let today = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date();
-    let today = rcgen::date_time_ymd(
-        i32::from(today.year()),
-        today.month().unsigned_abs(),
-        today.day().unsigned_abs(),
-    );
-    let day = std::time::Duration::from_secs(86_400);
-    let (not_before, not_after) = (today - day, today + day * days);
-
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "db-operator admission dev CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_before = not_before;
-    ca.not_after = not_after;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-
-    let key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(hosts.to_vec())?;
-    leaf.distinguished_name.push(
-        DnType::CommonName,
-        hosts.first().map_or("localhost", String::as_str),
-    );
-    leaf.is_ca = IsCa::ExplicitNoCa;
-    leaf.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    leaf.not_before = not_before;
-    leaf.not_after = not_after;
-    let cert = leaf.signed_by(&key, &issuer)?;
-
+    let (ips, dns): (Vec<&String>, Vec<&String>) =
+        hosts.iter().partition(|h| h.parse::<IpAddr>().is_ok());
+    let names = ServingNames {
+        dns: dns.into_iter().cloned().collect(),
+        ips: ips.into_iter().filter_map(|h| h.parse().ok()).collect(),
+    };
+    let now = jiff::Timestamp::now();
+    let validity = Duration::from_secs(86_400 * u64::from(days));
+    let ca = generate_ca("db-operator admission dev", now, validity)?;
+    let leaf = issue_serving_cert(&ca, &names, now, validity)?;
     Ok(DevCert {
-        ca_pem: ca_cert.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
+        ca_pem: ca.cert_pem,
+        cert_pem: leaf.cert_pem,
+        key_pem: leaf.key_pem,
     })
 }
 
@@ -135,8 +100,8 @@ mod tests {
             let lifetime = validity.not_after.timestamp() - validity.not_before.timestamp();
             assert_eq!(
                 lifetime,
-                31 * 86_400,
-                "one day of skew allowance plus 30 days"
+                30 * 86_400 + certs::generate::CLOCK_SKEW.as_secs() as i64,
+                "clock-skew allowance plus 30 days"
             );
             let now = jiff::Timestamp::now().as_second();
             assert!(validity.not_before.timestamp() < now && now < validity.not_after.timestamp());
@@ -144,11 +109,25 @@ mod tests {
     }
 
     #[test]
+    fn ip_hosts_become_ip_names_and_the_leaf_chains_to_the_ca() {
+        let hosts: Vec<String> = DEFAULT_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        let generated = generate(&hosts, 2).unwrap();
+        let info = certs::generate::cert_info_pem(&generated.cert_pem).unwrap();
+        assert_eq!(info.dns_names, vec!["localhost".to_owned()]);
+        assert_eq!(info.ip_addresses.len(), 2, "{:?}", info.ip_addresses);
+        assert!(certs::generate::verifies_against(
+            &generated.cert_pem,
+            &generated.ca_pem,
+            jiff::Timestamp::now()
+        ));
+    }
+
+    #[test]
     fn generated_files_load_as_server_tls_material() {
         let dir = tempfile::tempdir().unwrap();
         let hosts: Vec<String> = DEFAULT_HOSTS.iter().map(|h| (*h).to_owned()).collect();
         let files = write(dir.path(), &generate(&hosts, 30).unwrap()).unwrap();
-        crate::tls::load_certified_key(&files.cert, &files.key).unwrap();
+        crate::tls::reloading_resolver(&files.cert, &files.key).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

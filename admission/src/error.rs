@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// A TLS certificate or key file could not be used.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(Box<crate::tls::TlsError>),
 
     /// The catalog replacement file could not be read or parsed.
     #[error("failed to load catalog from {path}: {message}")]
@@ -37,6 +37,29 @@ pub enum Error {
     },
 
     /// Certificate generation failed.
-    #[error("failed to generate certificate: {0}")]
-    CertGen(#[from] rcgen::Error),
+    #[error(transparent)]
+    CertGen(Box<certs::CertError>),
+
+    /// The certificate manager could not create or adopt the certificate Secret.
+    #[error("certificate management failed: {0}")]
+    Certs(Box<certs::StoreError>),
+}
+
+// Boxed so every `Result<_, Error>` stays small.
+impl From<crate::tls::TlsError> for Error {
+    fn from(error: crate::tls::TlsError) -> Self {
+        Error::Tls(Box::new(error))
+    }
+}
+
+impl From<certs::CertError> for Error {
+    fn from(error: certs::CertError) -> Self {
+        Error::CertGen(Box::new(error))
+    }
+}
+
+impl From<certs::StoreError> for Error {
+    fn from(error: certs::StoreError) -> Self {
+        Error::Certs(Box::new(error))
+    }
 }

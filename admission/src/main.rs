@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::Parser;
 
 use admission::check::{self, CheckError};
-use admission::cli::{self, CheckArgs, CheckOutput, Cli, Command, DevCertArgs, ServeArgs};
+use admission::cli::{
+    self, CertSource, CheckArgs, CheckOutput, Cli, Command, DevCertArgs, ServeArgs,
+};
 use admission::namespaces::NamespaceCache;
 use admission::{devcert, logging, server, tls, Admission, Error};
 
@@ -46,12 +48,74 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
         })?;
     runtime.block_on(async move {
         let catalog = cli::load_catalog(args.catalog.as_deref())?;
-        // TLS material is checked before the port is bound. Swap this resolver for the certs
-        // crate's hot-reloading one to get rotation without restarts.
-        let resolver = tls::file_resolver(&args.tls_cert, &args.tls_key)?;
-        let tls_config = tls::server_config(resolver)?;
-        let (namespaces, watch_task) = namespace_cache(&args).await?;
-        let app = Arc::new(Admission::new(catalog, namespaces, args.limits()));
+        let client = cluster_client(&args).await?;
+        // Stops the background tasks (certificate manager, file reload) after the server.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let cert_config = args.certs.clone();
+        // TLS material is checked before the port is bound.
+        let (resolver, cert_readiness) = match (args.cert_source(client.is_some()), &client) {
+            (CertSource::Managed, Some(client)) => {
+                tracing::info!(
+                    namespace = %cert_config.cert_namespace,
+                    secret = %cert_config.cert_secret,
+                    cert_dir = %cert_config.cert_dir.display(),
+                    writes_cert_dir = cert_config.writes_cert_dir(),
+                    "managing the webhook certificates"
+                );
+                let mut manager = certs::CertManager::new(client.clone(), cert_config.clone());
+                let readiness = manager.readiness();
+                if cert_config.writes_cert_dir() {
+                    // Host run: the Secret is created or adopted and the files written now,
+                    // so a broken setup fails here with the reason.
+                    manager.sync_once().await?;
+                }
+                // Started before waiting for the files: in a pod this replica may be the one
+                // that has to create the Secret its volume is waiting for.
+                tokio::spawn(manager.run(stopped()));
+                let (cert, key) = (cert_config.cert_path(), cert_config.key_path());
+                let resolver = certs::ReloadingResolver::from_files_when_ready(
+                    &cert,
+                    &key,
+                    args.cert_files_timeout,
+                )
+                .await
+                .map_err(|e| tls::TlsError::from_cert_error(&cert, &key, e))?;
+                (resolver, Some(readiness))
+            }
+            (source, _) => {
+                let (cert, key) = match source {
+                    CertSource::Files { cert, key } => (cert, key),
+                    CertSource::Managed => (cert_config.cert_path(), cert_config.key_path()),
+                };
+                tracing::info!(
+                    cert = %cert.display(),
+                    manage_certs = cert_config.manage_certs,
+                    cluster = client.is_some(),
+                    "serving certificate files only (no certificate management)"
+                );
+                (tls::reloading_resolver(&cert, &key)?, None)
+            }
+        };
+        resolver.spawn_reload(cert_config.cert_reload_interval, stopped());
+        let tls_config = tls::server_config(resolver.clone())?;
+        let (namespaces, watch_task) = match &client {
+            Some(client) => {
+                let (cache, task) = NamespaceCache::watch(client.clone());
+                (cache, Some(task))
+            }
+            None => (NamespaceCache::Disabled, None),
+        };
+        let mut admission = Admission::new(catalog, namespaces, args.limits());
+        if let Some(readiness) = cert_readiness {
+            admission = admission.with_readiness_check(move || readiness.check(&resolver));
+        }
+        let app = Arc::new(admission);
         let listener = server::bind(args.listen).await?;
         let shutdown = {
             let app = app.clone();
@@ -69,6 +133,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
             }
         };
         let result = server::serve(listener, tls_config, app, shutdown).await;
+        let _ = stop_tx.send(true);
         if let Some(task) = watch_task {
             task.abort();
         }
@@ -76,13 +141,13 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
     })
 }
 
-async fn namespace_cache(
-    args: &ServeArgs,
-) -> Result<(NamespaceCache, Option<tokio::task::JoinHandle<()>>), Error> {
+/// The cluster for the namespace cache and certificate management, or `None` without one
+/// (`--no-cluster`, or nothing configured).
+async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, Error> {
     use kube::config::{Config, KubeConfigOptions, Kubeconfig};
     if args.no_cluster {
         tracing::info!("--no-cluster: production-namespace replicas default disabled");
-        return Ok((NamespaceCache::Disabled, None));
+        return Ok(None);
     }
     let config = if let Some(path) = &args.kubeconfig {
         let kubeconfig = Kubeconfig::read_from(path)
@@ -96,15 +161,15 @@ async fn namespace_cache(
         match Config::infer().await {
             Ok(config) => config,
             Err(error) => {
-                tracing::warn!(%error, "no Kubernetes configuration found; production-namespace replicas default disabled");
-                return Ok((NamespaceCache::Disabled, None));
+                tracing::warn!(%error, "no Kubernetes configuration found; production-namespace replicas default and certificate management disabled");
+                return Ok(None);
             }
         }
     };
     tracing::info!(cluster = %config.cluster_url, "watching namespaces for the production replicas default");
-    let client = kube::Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))?;
-    let (cache, task) = NamespaceCache::watch(client);
-    Ok((cache, Some(task)))
+    kube::Client::try_from(config)
+        .map(Some)
+        .map_err(|e| Error::Kube(e.to_string()))
 }
 
 fn run_check(args: &CheckArgs) -> ExitCode {

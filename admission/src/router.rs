@@ -68,7 +68,12 @@ pub struct Admission {
     pub limits: Limits,
     /// Set when shutdown begins: `/readyz` fails so endpoints drop this pod while it still serves.
     draining: std::sync::atomic::AtomicBool,
+    /// Extra readiness condition (managed certificates: `certs::Readiness::check`).
+    readiness_check: Option<ReadinessCheck>,
 }
+
+/// A readiness condition besides the namespace cache; `Err` says why not ready.
+pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +92,18 @@ impl Admission {
             metrics: Metrics::new(),
             limits,
             draining: std::sync::atomic::AtomicBool::new(false),
+            readiness_check: None,
         }
+    }
+
+    /// Adds a readiness condition: `/readyz` also requires `check` to pass (with managed
+    /// certificates, that the served certificate is the Secret's and the caBundle trusts it).
+    pub fn with_readiness_check(
+        mut self,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.readiness_check = Some(Box::new(check));
+        self
     }
 
     /// Marks the server as shutting down: `/readyz` answers 503 from now on.
@@ -96,12 +112,15 @@ impl Admission {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Ready to take traffic: namespace cache synced and not shutting down.
-    pub fn is_ready(&self) -> Result<(), &'static str> {
+    /// Ready to take traffic: not shutting down, namespace cache synced, and the extra
+    /// condition (if any) passes.
+    pub fn is_ready(&self) -> Result<(), String> {
         if self.draining.load(std::sync::atomic::Ordering::Acquire) {
-            Err("not ready: shutting down")
+            Err("not ready: shutting down".to_owned())
         } else if !self.namespaces.is_ready() {
-            Err("not ready: namespace cache has not synced")
+            Err("not ready: namespace cache has not synced".to_owned())
+        } else if let Some(check) = &self.readiness_check {
+            check().map_err(|reason| format!("not ready: {reason}"))
         } else {
             Ok(())
         }

@@ -1,19 +1,19 @@
-//! TLS material for the server: PEM file loading and the rustls `ServerConfig`.
+//! TLS for the server: the rustls `ServerConfig` and admission-worded errors for unusable
+//! certificate files.
 //!
 //! The server never holds a certificate directly; it asks an
-//! `Arc<dyn rustls::server::ResolvesServerCert>` during each handshake. [`file_resolver`] is
-//! the simple static implementation used until the `certs` crate's hot-reloading resolver is
-//! wired in: replace the call to [`file_resolver`] in `main.rs` with that resolver and nothing
-//! else changes.
+//! `Arc<dyn rustls::server::ResolvesServerCert>` during each handshake. In `serve` that is the
+//! `certs` crate's [`certs::ReloadingResolver`], which also does all PEM parsing and key checks;
+//! this module only translates its errors into messages that name the `--tls-cert`/`--tls-key`
+//! files, and builds the rustls configuration (protocol versions, ALPN).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use certs::CertError;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ResolvesServerCert;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::sign::CertifiedKey;
 
 /// ALPN protocols we offer, most preferred first.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -21,29 +21,39 @@ pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// Why the TLS certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("failed to read {what} file {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("certificate file {path} is not valid PEM: {message}")]
-    CertificatePem { path: PathBuf, message: String },
-    #[error("certificate file {path} contains no CERTIFICATE block")]
-    NoCertificate { path: PathBuf },
-    #[error(
-        "key file {path} contains no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {message}"
-    )]
-    Key { path: PathBuf, message: String },
-    #[error("key file {key} does not belong to certificate {cert}: {message}")]
-    Mismatch {
+    #[error("certificate file {cert} contains no CERTIFICATE block")]
+    NoCertificate { cert: PathBuf },
+    #[error("key file {key} does not belong to certificate {cert}")]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("cannot serve certificate {cert} with key {key}: {source}")]
+    Files {
         cert: PathBuf,
         key: PathBuf,
-        message: String,
+        #[source]
+        source: Box<CertError>,
     },
     #[error("failed to build the TLS server configuration: {0}")]
     Config(#[from] rustls::Error),
+}
+
+impl TlsError {
+    /// Words a `certs` error about the pair `cert`/`key` for the operator who passed them.
+    pub fn from_cert_error(cert: &Path, key: &Path, source: CertError) -> Self {
+        match source {
+            CertError::NoCertificate { .. } => TlsError::NoCertificate {
+                cert: cert.to_owned(),
+            },
+            CertError::KeyMismatch { .. } => TlsError::Mismatch {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            },
+            source => TlsError::Files {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                source: Box::new(source),
+            },
+        }
+    }
 }
 
 /// The crypto provider used by the server and its tests (ring, as pinned by the workspace).
@@ -51,66 +61,28 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads and checks a PEM certificate chain and private key: the chain is non-empty and the key
-/// matches the leaf certificate. Called before binding so a bad file fails startup clearly.
-pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = std::fs::read(cert_path).map_err(|source| TlsError::Read {
-        what: "certificate",
-        path: cert_path.to_owned(),
-        source,
-    })?;
-    let key_pem = std::fs::read(key_path).map_err(|source| TlsError::Read {
-        what: "key",
-        path: key_path.to_owned(),
-        source,
-    })?;
-    certified_key_from_pem(&cert_pem, &key_pem, cert_path, key_path)
-}
-
-/// Same as [`load_certified_key`] for PEM already in memory (paths only label errors).
+/// Checks PEM already in memory (a non-empty chain and a key matching the leaf) with the
+/// `certs` crate's validation; the paths only label errors.
 pub fn certified_key_from_pem(
     cert_pem: &[u8],
     key_pem: &[u8],
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<CertifiedKey, TlsError> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::CertificatePem {
-            path: cert_path.to_owned(),
-            message: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert_path.to_owned(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key {
-        path: key_path.to_owned(),
-        message: e.to_string(),
-    })?;
-    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
-            cert: cert_path.to_owned(),
-            key: key_path.to_owned(),
-            message: e.to_string(),
-        },
-        other => TlsError::Key {
-            path: key_path.to_owned(),
-            message: other.to_string(),
-        },
-    })
+    let what = format!("{} / {}", cert_path.display(), key_path.display());
+    certs::resolver::certified_key_from_pem(cert_pem, key_pem, &what)
+        .map_err(|e| TlsError::from_cert_error(cert_path, key_path, e))
 }
 
-/// A resolver that always serves the certificate loaded from the given files.
-///
-/// Stand-in for the `certs` crate's hot-reloading resolver.
-pub fn file_resolver(
+/// Loads `cert_path`/`key_path` into a resolver that re-reads them (by content) on every
+/// reload tick, so a certificate rotated on disk is served without a restart. Fails before the
+/// port is bound when the files are missing or do not form a valid pair.
+pub fn reloading_resolver(
     cert_path: &Path,
     key_path: &Path,
-) -> Result<Arc<dyn ResolvesServerCert>, TlsError> {
-    let key = load_certified_key(cert_path, key_path)?;
-    Ok(Arc::new(SingleCertAndKey::from(key)))
+) -> Result<Arc<certs::ReloadingResolver>, TlsError> {
+    certs::ReloadingResolver::from_files(cert_path, key_path)
+        .map_err(|e| TlsError::from_cert_error(cert_path, key_path, e))
 }
 
 /// The server TLS configuration: TLS 1.3 and 1.2, no client auth, ALPN `h2` then `http/1.1`,
@@ -130,16 +102,14 @@ pub fn server_config(
 mod tests {
     use super::*;
 
-    fn self_signed() -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (cert.pem(), key.serialize_pem())
+    fn pair() -> (String, String) {
+        let dev = crate::devcert::generate(&["localhost".to_owned()], 1).unwrap();
+        (dev.cert_pem, dev.key_pem)
     }
 
     #[test]
     fn matching_cert_and_key_load() {
-        let (cert, key) = self_signed();
+        let (cert, key) = pair();
         let loaded = certified_key_from_pem(
             cert.as_bytes(),
             key.as_bytes(),
@@ -151,8 +121,8 @@ mod tests {
 
     #[test]
     fn key_of_another_certificate_is_rejected_with_both_paths() {
-        let (cert, _) = self_signed();
-        let (_, other_key) = self_signed();
+        let (cert, _) = pair();
+        let (_, other_key) = pair();
         let err = certified_key_from_pem(
             cert.as_bytes(),
             other_key.as_bytes(),
@@ -167,7 +137,7 @@ mod tests {
 
     #[test]
     fn empty_certificate_file_is_rejected() {
-        let (_, key) = self_signed();
+        let (_, key) = pair();
         let err = certified_key_from_pem(b"", key.as_bytes(), Path::new("c"), Path::new("k"))
             .unwrap_err();
         assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
@@ -175,7 +145,7 @@ mod tests {
 
     #[test]
     fn certificate_given_as_key_is_rejected() {
-        let (cert, _) = self_signed();
+        let (cert, _) = pair();
         let err = certified_key_from_pem(
             cert.as_bytes(),
             cert.as_bytes(),
@@ -183,13 +153,31 @@ mod tests {
             Path::new("k"),
         )
         .unwrap_err();
-        assert!(matches!(err, TlsError::Key { .. }), "{err}");
+        assert!(matches!(err, TlsError::Files { .. }), "{err}");
+        assert!(err.to_string().contains("private key"), "{err}");
     }
 
     #[test]
     fn missing_file_names_the_path() {
         let err =
-            load_certified_key(Path::new("/nonexistent/tls.crt"), Path::new("/x")).unwrap_err();
+            reloading_resolver(Path::new("/nonexistent/tls.crt"), Path::new("/x")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rotated_files_are_served_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["localhost".to_owned()];
+        let first =
+            crate::devcert::write(dir.path(), &crate::devcert::generate(&hosts, 1).unwrap())
+                .unwrap();
+        let resolver = reloading_resolver(&first.cert, &first.key).unwrap();
+        let before = resolver.fingerprint();
+        crate::devcert::write(dir.path(), &crate::devcert::generate(&hosts, 1).unwrap()).unwrap();
+        assert!(matches!(
+            resolver.reload_from_files().await,
+            certs::ReloadOutcome::Swapped { .. }
+        ));
+        assert_ne!(resolver.fingerprint(), before);
     }
 }
