@@ -40,6 +40,44 @@ struct Replica {
     stop: Option<oneshot::Sender<()>>,
     writes: WriteLog,
     metrics: Arc<Metrics>,
+    namespace: String,
+}
+
+impl Drop for Replica {
+    /// A failed test never reaches `teardown`: release our finalizers so the namespace testkit
+    /// deletes does not hang in Terminating forever.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let ns = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(cluster) = cluster().await else { return };
+                let Ok(client) = cluster.client() else { return };
+                let dbs: Api<Database> = Api::namespaced(client, &ns);
+                let Ok(list) = dbs.list(&ListParams::default()).await else {
+                    return;
+                };
+                for db in list.items {
+                    let _ = dbs
+                        .patch(
+                            &db.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                        )
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 impl Replica {
@@ -190,6 +228,7 @@ async fn start_controller_as(
         stop: Some(tx),
         writes,
         metrics,
+        namespace: ns.name().to_owned(),
     }
 }
 
@@ -231,6 +270,7 @@ async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) 
         stop: Some(tx),
         writes,
         metrics,
+        namespace: ns.name().to_owned(),
     }
 }
 
