@@ -296,9 +296,11 @@ fn decide_validate(parsed: &Parsed, catalog: &Catalog) -> AdmissionResponse {
             causes: verdict
                 .errors
                 .iter()
+                // kubectl prints causes as "<field>: <message>", so the message must not
+                // repeat the path.
                 .map(|e| StatusCause {
                     reason: "FieldValueInvalid".to_owned(),
-                    message: e.to_string(),
+                    message: e.message.clone(),
                     field: e.path.clone(),
                 })
                 .collect(),
