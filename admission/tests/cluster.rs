@@ -18,42 +18,12 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 use testkit::{cluster, wait_for, NotYet};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn install_crd(client: kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = api::crd::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("admission-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for(TIMEOUT, "Database CRD to be established", || async {
-        let c = crds.get(&name).await?;
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            Ok(())
-        } else {
-            Err(NotYet::new("not established"))
-        }
-    })
-    .await
-    .unwrap();
-}
 
 async fn label_production(client: kube::Client, namespace: &str, production: bool) {
     let value = if production {
@@ -184,7 +154,10 @@ fn denial(result: Result<Database, kube::Error>) -> String {
 async fn api_server_defaults_and_denies_databases_through_the_webhooks() {
     let cluster = cluster().await.unwrap();
     let client = cluster.client().unwrap();
-    install_crd(client.clone()).await;
+    cluster
+        .install_crd(&api::crd::crd(), "admission-tests")
+        .await
+        .unwrap();
     sweep_leftover_configurations(client.clone()).await;
     let ns = cluster.namespace("adm-webhook").await.unwrap();
     let (cache, watch) = NamespaceCache::watch(client.clone());

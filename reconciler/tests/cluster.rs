@@ -15,7 +15,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -97,40 +96,6 @@ impl Replica {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
         self.task.abort();
     }
-}
-
-async fn install_crd() {
-    let client = cluster().await.unwrap().client().unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = api::crd::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("reconciler-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        Duration::from_secs(30),
-        "Database CRD to be established",
-        || async {
-            let c = crds.get(&name).await?;
-            let established = c
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                Ok(())
-            } else {
-                Err(NotYet::new("not established"))
-            }
-        },
-    )
-    .await
-    .unwrap();
 }
 
 fn context(
@@ -282,8 +247,12 @@ async fn setup(prefix: &str) -> TestNamespace {
         )
         .with_test_writer()
         .try_init();
-    install_crd().await;
-    cluster().await.unwrap().namespace(prefix).await.unwrap()
+    let cluster = cluster().await.unwrap();
+    cluster
+        .install_crd(&api::crd::crd(), "reconciler-tests")
+        .await
+        .unwrap();
+    cluster.namespace(prefix).await.unwrap()
 }
 
 /// Deletes every Database while the controller still runs (so finalizers are honoured), then

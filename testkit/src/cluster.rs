@@ -2,7 +2,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::conditions;
+use kube::ResourceExt;
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
@@ -15,6 +19,9 @@ pub const KUBECONFIG_ENV: &str = "DBOP_KUBECONFIG";
 
 /// How long the API server gets to answer `/version` before the cluster counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a freshly applied CRD gets to become `Established`.
+const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
 
 static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 
@@ -127,6 +134,37 @@ impl Cluster {
     /// [`TestNamespace`].
     pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, Error> {
         TestNamespace::create(self, prefix).await
+    }
+
+    /// Installs (server-side apply, forced, as `field_manager`) a CustomResourceDefinition and
+    /// waits until the API server reports it `Established`, so the test can use its resource.
+    pub async fn install_crd(
+        &self,
+        crd: &CustomResourceDefinition,
+        field_manager: &str,
+    ) -> Result<(), Error> {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client()?);
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply(field_manager).force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .map_err(|source| Error::Api {
+            context: format!("failed to apply CustomResourceDefinition {name}"),
+            source,
+        })?;
+        let what = format!("CustomResourceDefinition {name} to be established");
+        crate::await_condition(
+            &crds,
+            &name,
+            CRD_ESTABLISH_TIMEOUT,
+            &what,
+            conditions::is_crd_established(),
+        )
+        .await
+        .map(drop)
     }
 
     /// The kubeconfig the harness uses (admin credentials).
