@@ -27,8 +27,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 use testkit::{cluster, wait_for, NotYet};
@@ -126,34 +125,6 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str], manifest: &str) -> Outpu
         .write_all(manifest.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-async fn install_crd(client: kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = api::crd::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("admission-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for(TIMEOUT, "Database CRD to be established", || async {
-        let established = crds
-            .get(&name)
-            .await?
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established
-            .then_some(())
-            .ok_or_else(|| NotYet::new("not established"))
-    })
-    .await
-    .unwrap();
 }
 
 /// Deletes configurations of earlier runs whose namespace is gone (a panicked run).
@@ -260,7 +231,10 @@ async fn start_server(
 async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_see_it() {
     let cluster = cluster().await.unwrap();
     let client = cluster.client().unwrap();
-    install_crd(client.clone()).await;
+    cluster
+        .install_crd(&api::crd::crd(), "admission-tests")
+        .await
+        .unwrap();
     sweep_leftover_configurations(client.clone()).await;
     let ns = cluster.namespace("adm-e2e").await.unwrap();
     let other = cluster.namespace("adm-e2e-other").await.unwrap();
