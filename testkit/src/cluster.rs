@@ -220,13 +220,16 @@ fn repo_root() -> Result<PathBuf, Error> {
 }
 
 /// Runs `deploy/local/up` (which builds missing binaries and serializes concurrent callers with
-/// a file lock). Its output goes to the test's stderr.
+/// a file lock). Its output goes to the test's stderr. The host operator stays off
+/// (`DBOP_OPERATOR=off`, as `deploy/local/test-env` does): tests run their own controllers and
+/// webhooks, and a cluster-wide webhook or a second reconciler would interfere with them.
 async fn run_up(repo_root: &Path, log_dir: &Path) -> Result<(), Error> {
     let up = repo_root.join("deploy").join("local").join("up");
     let command = up.display().to_string();
     eprintln!("testkit: no local cluster answering; running {command} (a cold build of the binaries takes a while)");
     let status = tokio::process::Command::new(&up)
         .current_dir(repo_root)
+        .env("DBOP_OPERATOR", "off")
         .stdin(std::process::Stdio::null())
         .status()
         .await
