@@ -31,7 +31,7 @@ SERVICE_CIDR="${DBOP_SERVICE_CIDR:-10.196.0.0/16}"
 NODE_COUNT="${DBOP_NODE_COUNT:-1}"
 
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_BINARIES=("${K8S_BINARIES[@]}" etcd kwok)
+ALL_BINARIES=("${K8S_BINARIES[@]}" etcd kwok helm)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
