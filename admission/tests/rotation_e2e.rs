@@ -6,13 +6,21 @@
 //! (more replicas, more storage) through the API server while a serving-certificate rotation and
 //! then a full CA rotation are forced through the Secret's `certs.example.com/force-rotation`
 //! annotation. Rotation phase timings are shortened with the `certs::CertConfig` flags so the
-//! test takes well under a minute.
+//! test takes well under a minute (about 10 s).
+//!
+//! The API server keeps one HTTP/2 connection to the webhook and opens a new one only when it
+//! builds a new client (a changed caBundle or URL). A leaf rotation changes neither, so after
+//! it the test re-points both configurations from `127.0.0.1` to `localhost` (caBundle kept)
+//! and waits until the API server has opened a new connection (seen in `/proc/net/tcp`): the
+//! rotated leaf is then verified by a real handshake, not only carried over an old session.
 //!
 //! Asserted: zero failed requests; at least `MIN_PER_PHASE` successful ones before, during each
-//! rotation and after; the leaf served on the TLS handshake changed exactly twice; the final
-//! bundle (Secret and both injected caBundles) no longer contains the first CA. The counts are
+//! rotation and after (the leaf phase: after the new connection); the leaf served on the TLS
+//! handshake changed exactly twice; the final bundle (Secret and both injected caBundles) no
+//! longer contains the first CA; every write passed both webhooks (`/metrics`). The counts are
 //! printed (`--nocapture`) for the issue's report.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -193,6 +201,22 @@ async fn served_leaf(port: u16) -> std::io::Result<String> {
         .ok_or_else(|| std::io::Error::other("no peer certificate"))
 }
 
+/// Client ports of the established connections to `port` (server side), from /proc/net/tcp:
+/// tells when the API server opens new connections (each one a handshake with the then-served
+/// leaf, verified against the then-injected bundle).
+fn established_peers(port: u16) -> BTreeSet<u16> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let established = *f.get(3)? == "01";
+            (established && port_of(f.get(1)?)? == port).then_some(port_of(f.get(2)?)?)
+        })
+        .collect()
+}
+
 fn fingerprint(pem: &str) -> String {
     cert_info_pem(pem).unwrap().fingerprint
 }
@@ -209,6 +233,8 @@ fn bundle_fingerprints(pem: &str) -> Vec<String> {
 struct Load {
     phase: AtomicUsize,
     ok: [AtomicUsize; 4],
+    /// Connections to the server first seen in each phase (all from the API server).
+    opened: [AtomicUsize; 4],
     failed: Mutex<Vec<String>>,
 }
 
@@ -217,17 +243,31 @@ impl Load {
         self.ok[phase].load(Ordering::Relaxed)
     }
 
-    /// Waits until the current phase has seen `MIN_PER_PHASE` successful writes.
-    async fn wait_enough(&self) {
-        let phase = self.phase.load(Ordering::Relaxed);
-        wait_for(TIMEOUT, "successful writes in this phase", || async {
-            let n = self.ok_in(phase);
-            (n >= MIN_PER_PHASE)
-                .then_some(())
-                .ok_or_else(|| NotYet::new(format!("{n} in phase {}", PHASES[phase])))
+    fn opened_in(&self, phase: usize) -> usize {
+        self.opened[phase].load(Ordering::Relaxed)
+    }
+
+    /// Waits until `done` holds; times out with the per-phase counts.
+    async fn wait_until(&self, what: &str, done: impl Fn(&Load) -> bool) {
+        wait_for(TIMEOUT, what, || async {
+            let counts: Vec<_> = (0..4).map(|p| (self.ok_in(p), self.opened_in(p))).collect();
+            done(self).then_some(()).ok_or_else(|| {
+                NotYet::new(format!(
+                    "(writes ok, connections opened) by phase: {counts:?}"
+                ))
+            })
         })
         .await
         .unwrap();
+    }
+
+    /// Waits until the current phase has seen `MIN_PER_PHASE` successful writes.
+    async fn wait_enough(&self) {
+        let phase = self.phase.load(Ordering::Relaxed);
+        self.wait_until("successful writes in this phase", |l| {
+            l.ok_in(phase) >= MIN_PER_PHASE
+        })
+        .await;
     }
 }
 
@@ -410,14 +450,26 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
     .await
     .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log_text()));
 
-    // Sampler: the leaf presented on a fresh handshake every 100 ms, recorded when it changes.
+    let metrics_before = requests_total(server.port).await;
+    let load = Arc::new(Load::default());
+    // Sampler: the leaf presented on a fresh handshake every 100 ms, recorded when it changes;
+    // and the connections the API server has open to the server, counted when first seen.
     let running = Arc::new(AtomicBool::new(true));
     let served = Arc::new(Mutex::new(vec![served_leaf(server.port).await.unwrap()]));
     let sampler = {
         let (running, served, port) = (Arc::clone(&running), Arc::clone(&served), server.port);
+        let load = Arc::clone(&load);
         tokio::spawn(async move {
             let mut handshake_errors = Vec::new();
+            let mut known = BTreeSet::new();
             while running.load(Ordering::Relaxed) {
+                // Read 100 ms after our own last handshake closed: only others' connections.
+                for peer in established_peers(port) {
+                    if known.insert(peer) {
+                        let phase = load.phase.load(Ordering::Relaxed);
+                        load.opened[phase].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 match served_leaf(port).await {
                     Ok(leaf) => {
                         let mut served = served.lock().unwrap();
@@ -439,8 +491,6 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
         "the server serves the Secret's leaf"
     );
 
-    let metrics_before = requests_total(server.port).await;
-    let load = Arc::new(Load::default());
     let workers: Vec<_> = (0..2)
         .map(|w| {
             tokio::spawn(client_loop(
@@ -478,7 +528,28 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
     })
     .await
     .unwrap();
-    load.wait_enough().await;
+    // The API server keeps its established connection across a leaf rotation (the bundle did
+    // not change), so by itself it would not handshake with the rotated leaf at all here.
+    // Re-pointing both configurations at `localhost` (a name the leaf carries; the injected
+    // caBundle untouched) makes it open a new connection, which verifies the rotated leaf
+    // against the unchanged bundle while the load keeps going.
+    let (ok_at_switch, opened_at_switch) = (load.ok_in(1), load.opened_in(1));
+    let to_localhost = |path: &str| {
+        let url = format!("https://localhost:{}{path}", server.port);
+        let ops = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": url}]);
+        Patch::Json::<()>(serde_json::from_value(ops).unwrap())
+    };
+    let pp = PatchParams::default();
+    vwc.patch(&config_name, &pp, &to_localhost("/validate"))
+        .await
+        .unwrap();
+    mwc.patch(&config_name, &pp, &to_localhost("/mutate"))
+        .await
+        .unwrap();
+    load.wait_until("a new API-server connection, then writes through it", |l| {
+        l.opened_in(1) > opened_at_switch && l.ok_in(1) >= ok_at_switch + MIN_PER_PHASE
+    })
+    .await;
 
     // Phase 2: forced CA rotation through all its phases: the new-CA leaf is served and the
     // old CA has left the Secret's bundle and both injected caBundles.
@@ -512,9 +583,19 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
     let phases_seen = phases_seen.into_inner().unwrap();
     load.wait_enough().await;
 
-    // Phase 3: the final state (new CA only) keeps serving.
+    // Phase 3: the final state (new CA only) keeps serving. Each bundle change gives the API
+    // server a new client and connection (old+new bundle, then new only): wait for the second,
+    // then for writes through it.
     load.phase.store(3, Ordering::Relaxed);
-    load.wait_enough().await;
+    load.wait_until("the API-server connection for the final bundle", |l| {
+        l.opened_in(2) + l.opened_in(3) >= 2
+    })
+    .await;
+    let ok_at_final = load.ok_in(3);
+    load.wait_until("writes with the final bundle", |l| {
+        l.ok_in(3) >= ok_at_final + MIN_PER_PHASE
+    })
+    .await;
     running.store(false, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
@@ -527,10 +608,15 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
     let per_phase: Vec<String> = (0..4)
         .map(|p| format!("{} {}", PHASES[p], load.ok_in(p)))
         .collect();
+    let opened: Vec<usize> = load
+        .opened
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .collect();
     let ok: usize = (0..4).map(|p| load.ok_in(p)).sum();
     eprintln!(
         "rotation e2e: {ok} Database writes ok ({}), {} failed, {metrics_delta} webhook calls, \
-         {} distinct leaves served, CA rotation phases {phases_seen:?}, {} sampler handshake \
+         {} distinct leaves served, API-server connections opened per phase {opened:?}, CA rotation phases {phases_seen:?}, {} sampler handshake \
          errors, {:.1}s",
         per_phase.join(", "),
         failed.len(),
