@@ -251,9 +251,12 @@ impl Load {
     async fn wait_until(&self, what: &str, done: impl Fn(&Load) -> bool) {
         wait_for(TIMEOUT, what, || async {
             let counts: Vec<_> = (0..4).map(|p| (self.ok_in(p), self.opened_in(p))).collect();
+            let failed = self.failed.lock().unwrap().clone();
             done(self).then_some(()).ok_or_else(|| {
                 NotYet::new(format!(
-                    "(writes ok, connections opened) by phase: {counts:?}"
+                    "(writes ok, connections opened) by phase: {counts:?}; {} failed, first: {:?}",
+                    failed.len(),
+                    failed.first()
                 ))
             })
         })
