@@ -5,20 +5,22 @@
 //!
 //! The webhook configurations only select this test's namespace, so other tests are unaffected.
 
+mod cluster_support;
 mod common;
 
 use std::time::Duration;
 
 use admission::namespaces::NamespaceCache;
 use admission::Limits;
-use api::v1::{Database, DatabaseSpec};
+use api::v1::Database;
 use base64::Engine as _;
+use cluster_support::{database, sweep_leftover_configurations};
 use common::TestServer;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 use testkit::{cluster, wait_for, NotYet};
@@ -79,39 +81,6 @@ async fn namespace_cache_follows_the_production_label() {
 const MANAGED_BY: &str = "admission-tests";
 const CONFIG_PREFIX: &str = "admission-test-";
 
-/// Removes webhook configurations left behind by earlier runs that panicked before cleanup
-/// (each names the test namespace it selected; once that namespace is gone it is dead weight).
-async fn sweep_leftover_configurations(client: kube::Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let selector =
-        ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mwc: Api<MutatingWebhookConfiguration> = Api::all(client);
-    let mut names: Vec<String> = vwc
-        .list(&selector)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|c| c.name_any())
-        .collect();
-    names.extend(
-        mwc.list(&selector)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|c| c.name_any()),
-    );
-    for name in names {
-        let namespace = name.trim_start_matches(CONFIG_PREFIX);
-        if namespaces.get_opt(namespace).await.unwrap().is_none() {
-            let _ = vwc.delete(&name, &DeleteParams::default()).await;
-            let _ = mwc.delete(&name, &DeleteParams::default()).await;
-        }
-    }
-}
-
 fn webhook(
     name: &str,
     path: &str,
@@ -131,11 +100,6 @@ fn webhook(
         "admissionReviewVersions": ["v1"],
         "timeoutSeconds": 5,
     })
-}
-
-fn database(name: &str, spec: serde_json::Value) -> Database {
-    let spec: DatabaseSpec = serde_json::from_value(spec).unwrap();
-    Database::new(name, spec)
 }
 
 fn denial(result: Result<Database, kube::Error>) -> String {
@@ -158,7 +122,7 @@ async fn api_server_defaults_and_denies_databases_through_the_webhooks() {
         .install_crd(&api::crd::crd(), "admission-tests")
         .await
         .unwrap();
-    sweep_leftover_configurations(client.clone()).await;
+    sweep_leftover_configurations(client.clone(), MANAGED_BY, CONFIG_PREFIX).await;
     let ns = cluster.namespace("adm-webhook").await.unwrap();
     let (cache, watch) = NamespaceCache::watch(client.clone());
     let server = TestServer::start_with(Limits::default(), cache.clone()).await;

@@ -18,17 +18,19 @@
 //! repair of a deleted Secret or caBundle. The webhook configurations here select only this
 //! test's namespace, so parallel tests are unaffected.
 
+mod cluster_support;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use api::v1::{Database, DatabaseSpec};
+use api::v1::Database;
+use cluster_support::{database, sweep_leftover_configurations, Server};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::ResourceExt;
 use serde_json::json;
 use testkit::{cluster, wait_for, NotYet};
 
@@ -37,56 +39,6 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// whose sweep would otherwise delete ours).
 const MANAGED_BY: &str = "admission-e2e-tests";
 const CONFIG_PREFIX: &str = "admission-e2e-";
-
-/// The child server; killed on drop so a failed test leaves no process behind.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `admission_requests_total` summed over every label set, from `/metrics`.
-    async fn requests_total(&self) -> f64 {
-        let body = https_get(self.port, "/metrics").await.1;
-        body.lines()
-            .filter(|l| l.starts_with("admission_requests_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-/// GET over TLS without verifying the certificate (the probe only needs the body).
-async fn https_get(port: u16, path: &str) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn kubectl_path() -> PathBuf {
     let dir = std::env::var_os("DBOP_BIN_DIR")
@@ -127,38 +79,6 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str], manifest: &str) -> Outpu
     child.wait_with_output().unwrap()
 }
 
-/// Deletes configurations of earlier runs whose namespace is gone (a panicked run).
-async fn sweep_leftover_configurations(client: kube::Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let selector =
-        ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mwc: Api<MutatingWebhookConfiguration> = Api::all(client);
-    let mut names: Vec<String> = vwc
-        .list(&selector)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|c| c.name_any())
-        .collect();
-    names.extend(
-        mwc.list(&selector)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|c| c.name_any()),
-    );
-    for name in names {
-        let namespace = name.trim_start_matches(CONFIG_PREFIX);
-        if namespaces.get_opt(namespace).await.unwrap().is_none() {
-            let _ = vwc.delete(&name, &DeleteParams::default()).await;
-            let _ = mwc.delete(&name, &DeleteParams::default()).await;
-        }
-    }
-}
-
 /// A webhook entry without `caBundle`: the server's certificate manager injects it.
 fn webhook(name: &str, path: &str, port: u16, namespace: &str) -> serde_json::Value {
     json!({
@@ -175,58 +95,6 @@ fn webhook(name: &str, path: &str, port: u16, namespace: &str) -> serde_json::Va
     })
 }
 
-fn database(name: &str, spec: serde_json::Value) -> Database {
-    let spec: DatabaseSpec = serde_json::from_value(spec).unwrap();
-    Database::new(name, spec)
-}
-
-/// Starts `admission serve` with managed certificates in `namespace`, injecting into the
-/// configurations named `config_name`, and waits for `/readyz`.
-async fn start_server(
-    kubeconfig: &std::path::Path,
-    namespace: &str,
-    config_name: &str,
-    dir: &std::path::Path,
-) -> Server {
-    let port = free_port();
-    let log = dir.join("admission.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_admission"))
-        .env("RUST_LOG", "info")
-        .env_remove("POD_NAMESPACE")
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--manage-certs=true", "--cert-namespace", namespace])
-        .arg("--cert-dir")
-        .arg(dir.join("certs"))
-        .args(["--write-cert-dir=true", "--crd-name="])
-        .args(["--validating-webhook-configs", config_name])
-        .args(["--mutating-webhook-configs", config_name])
-        .args(["--shutdown-grace", "2s"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("admission starts");
-    let mut server = Server { child, port, log };
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!("admission exited with {status}:\n{}", server.log_text());
-        }
-        let (code, body) = https_get(port, "/readyz").await;
-        if code == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz still {code} {body} after {TIMEOUT:?}; server log:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    server
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_see_it() {
     let cluster = cluster().await.unwrap();
@@ -235,7 +103,7 @@ async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_
         .install_crd(&api::crd::crd(), "admission-tests")
         .await
         .unwrap();
-    sweep_leftover_configurations(client.clone()).await;
+    sweep_leftover_configurations(client.clone(), MANAGED_BY, CONFIG_PREFIX).await;
     let ns = cluster.namespace("adm-e2e").await.unwrap();
     let other = cluster.namespace("adm-e2e-other").await.unwrap();
     let config_name = format!("{CONFIG_PREFIX}{}", ns.name());
@@ -248,11 +116,13 @@ async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_
     let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let mwc: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let server = {
-        let server = start_server(
+        let server = Server::start_managed(
             cluster.kubeconfig_path(),
             ns.name(),
             &config_name,
             dir.path(),
+            &[],
+            TIMEOUT,
         )
         .await;
         let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({

@@ -20,9 +20,9 @@
 //! longer contains the first CA; every write passed both webhooks (`/metrics`). The counts are
 //! printed (`--nocapture`) for the report.
 
+mod cluster_support;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +30,12 @@ use std::time::Duration;
 use api::v1::Database;
 use certs::generate::{cert_info_pem, fingerprint_sha256};
 use certs::store::{split_pem_certs, StoredCerts, ANNOTATION_FORCE};
+use cluster_support::{sweep_leftover_configurations, Server};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -49,99 +49,6 @@ const SECRET: &str = "db-operator-webhook-tls";
 /// Successful Database writes required in every phase, so the test cannot pass vacuously.
 const MIN_PER_PHASE: usize = 10;
 const PHASES: [&str; 4] = ["before", "leaf rotation", "CA rotation", "after"];
-
-/// The child server; killed on drop so a failed test leaves no process behind.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// `(status, body)` of a GET over TLS without verification (probes only need the body).
-async fn https_get(port: u16, path: &str) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// `admission_requests_total` summed over every label set.
-async fn requests_total(port: u16) -> f64 {
-    https_get(port, "/metrics")
-        .await
-        .1
-        .lines()
-        .filter(|l| l.starts_with("admission_requests_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Starts `admission serve` with managed certificates and short rotation timings; waits for
-/// `/readyz`.
-async fn start_server(kubeconfig: &Path, namespace: &str, config: &str, dir: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = dir.join("admission.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_admission"))
-        .env("RUST_LOG", "info")
-        .env_remove("POD_NAMESPACE")
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--manage-certs=true", "--cert-namespace", namespace])
-        .arg("--cert-dir")
-        .arg(dir.join("certs"))
-        .args(["--write-cert-dir=true", "--crd-name="])
-        .args(["--validating-webhook-configs", config])
-        .args(["--mutating-webhook-configs", config])
-        // The API server reloads webhook configurations within about a second; the host
-        // server's files are written by its own manager (no kubelet delay).
-        .args(["--cert-reload-interval", "200ms"])
-        .args(["--bundle-propagation", "4s", "--secret-propagation", "4s"])
-        .args(["--shutdown-grace", "2s"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("admission starts");
-    let mut server = Server { child, port, log };
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!("admission exited with {status}:\n{}", server.log_text());
-        }
-        let (code, body) = https_get(port, "/readyz").await;
-        if code == 200 {
-            return server;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz still {code} {body}; server log:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// Accepts any server certificate: the sampler only records which leaf is served (the API
 /// server does the real verification against the injected bundle).
@@ -305,36 +212,6 @@ async fn client_loop(dbs: Api<Database>, worker: usize, load: Arc<Load>, running
     }
 }
 
-/// Deletes configurations of earlier runs whose namespace is gone (a panicked run).
-async fn sweep_leftover_configurations(client: kube::Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let selector =
-        ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mwc: Api<MutatingWebhookConfiguration> = Api::all(client);
-    let mut names: Vec<String> = vwc
-        .list(&selector)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.name_any())
-        .collect();
-    names.extend(
-        mwc.list(&selector)
-            .await
-            .unwrap()
-            .iter()
-            .map(|c| c.name_any()),
-    );
-    for name in names {
-        let namespace = name.trim_start_matches(CONFIG_PREFIX);
-        if namespaces.get_opt(namespace).await.unwrap().is_none() {
-            let _ = vwc.delete(&name, &DeleteParams::default()).await;
-            let _ = mwc.delete(&name, &DeleteParams::default()).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests() {
     let cluster = cluster().await.unwrap();
@@ -343,15 +220,26 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
         .install_crd(&api::crd::crd(), "admission-tests")
         .await
         .unwrap();
-    sweep_leftover_configurations(client.clone()).await;
+    sweep_leftover_configurations(client.clone(), MANAGED_BY, CONFIG_PREFIX).await;
     let ns = cluster.namespace("adm-rot").await.unwrap();
     let config_name = format!("{CONFIG_PREFIX}{}", ns.name());
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(
+    // The API server reloads webhook configurations within about a second; the host server's
+    // files are written by its own manager (no kubelet delay), so the rotation phases can be short.
+    let server = Server::start_managed(
         cluster.kubeconfig_path(),
         ns.name(),
         &config_name,
         dir.path(),
+        &[
+            "--cert-reload-interval",
+            "200ms",
+            "--bundle-propagation",
+            "4s",
+            "--secret-propagation",
+            "4s",
+        ],
+        TIMEOUT,
     )
     .await;
 
@@ -453,7 +341,7 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
     .await
     .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log_text()));
 
-    let metrics_before = requests_total(server.port).await;
+    let metrics_before = server.requests_total().await;
     let load = Arc::new(Load::default());
     // Sampler: the leaf presented on a fresh handshake every 100 ms, recorded when it changes;
     // and the connections the API server has open to the server, counted when first seen.
@@ -604,7 +492,7 @@ async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests()
         w.await.unwrap();
     }
     let handshake_errors = sampler.await.unwrap();
-    let metrics_delta = requests_total(server.port).await - metrics_before;
+    let metrics_delta = server.requests_total().await - metrics_before;
 
     let served = served.lock().unwrap().clone();
     let failed = load.failed.lock().unwrap().clone();
