@@ -1,7 +1,7 @@
 //! Helpers shared by the tests that run the admission server against the local control plane
-//! (`cluster.rs`, `cluster_e2e.rs`, `rotation_e2e.rs`): the `admission` binary as a child
-//! process with managed certificates, probes over TLS, and cleanup of webhook configurations
-//! that a panicked run left behind.
+//! (`cluster.rs`, `cluster_e2e.rs`, `rotation_e2e.rs`, `conversion_e2e.rs`): the `admission`
+//! binary as a child process with managed certificates, probes over TLS, and cleanup of webhook
+//! configurations that a panicked run left behind.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
@@ -34,7 +34,8 @@ impl Drop for Server {
 impl Server {
     /// Starts `admission serve` on a free loopback port with managed certificates: the Secret in
     /// `namespace`, files under `dir/certs`, caBundle injected into the validating and mutating
-    /// configurations named `config`. `extra_args` are appended (e.g. short rotation timings).
+    /// configurations named `config`. `extra_args` are appended (e.g. short rotation timings);
+    /// the CRD is left alone (`--crd-name=`) unless `extra_args` names one with `--crd-name`.
     /// Waits up to `timeout` for `/readyz`.
     pub async fn start_managed(
         kubeconfig: &Path,
@@ -46,6 +47,7 @@ impl Server {
     ) -> Server {
         let port = free_port();
         let log = dir.join("admission.log");
+        let names_crd = extra_args.iter().any(|a| a.starts_with("--crd-name"));
         let child = Command::new(env!("CARGO_BIN_EXE_admission"))
             .env("RUST_LOG", "info")
             .env_remove("POD_NAMESPACE")
@@ -55,7 +57,8 @@ impl Server {
             .args(["--manage-certs=true", "--cert-namespace", namespace])
             .arg("--cert-dir")
             .arg(dir.join("certs"))
-            .args(["--write-cert-dir=true", "--crd-name="])
+            .arg("--write-cert-dir=true")
+            .args((!names_crd).then_some("--crd-name="))
             .args(["--validating-webhook-configs", config])
             .args(["--mutating-webhook-configs", config])
             .args(["--shutdown-grace", "2s"])
