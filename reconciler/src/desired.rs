@@ -240,6 +240,23 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
+/// One ReadWriteOnce volume of `spec.storageSize` in `spec.storageClassName`: the data volumes
+/// and the backup volume are sized alike.
+fn claim_spec(resolved: &ResolvedSpec) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+        storage_class_name: resolved.storage_class_name.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_owned(),
+                resolved.storage_size.clone(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The data volumeClaimTemplate for a fresh StatefulSet. (On an existing StatefulSet the
 /// reconciler keeps the observed template: volumeClaimTemplates are immutable.)
 pub fn data_claim_template(db: &str, resolved: &ResolvedSpec) -> PersistentVolumeClaim {
@@ -249,18 +266,7 @@ pub fn data_claim_template(db: &str, resolved: &ResolvedSpec) -> PersistentVolum
             labels: Some(common_labels(db, resolved, COMPONENT_DATABASE)),
             ..Default::default()
         },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: resolved.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    resolved.storage_size.clone(),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        spec: Some(claim_spec(resolved)),
         ..Default::default()
     }
 }
@@ -421,18 +427,7 @@ pub fn desired_backup_pvc(
             // delete-pvcs annotation asks otherwise.
             ..Default::default()
         },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: resolved.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    resolved.storage_size.clone(),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        spec: Some(claim_spec(resolved)),
         status: None,
     }))
 }

@@ -328,6 +328,23 @@ where
         .map_err(|e| Error::kube("get", kind_name::<K>(), ns, name, e))
 }
 
+/// Creates `object` unless it exists; never overwrites (a concurrent create counts as
+/// existing). Returns whether this call created it.
+async fn create_if_absent<K>(api: &Api<K>, ns: &str, name: &str, object: &K) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match api.create(&pp, object).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_already_exists(&e) => Ok(false),
+        Err(e) => Err(Error::kube("create", kind_name::<K>(), ns, name, e)),
+    }
+}
+
 /// Adds the cleanup finalizer if missing (JSON patch guarded by resourceVersion).
 async fn ensure_finalizer(db: &Database, ctx: &Context, ns: &str) -> Result<(), Error> {
     if db.finalizers().iter().any(|f| f == FINALIZER) {
@@ -762,14 +779,8 @@ async fn ensure_credentials(
         None => {
             let secret =
                 desired::desired_credentials_secret(db, resolved, &desired::generate_password())?;
-            let pp = PostParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..Default::default()
-            };
-            match api.create(&pp, &secret).await {
-                Ok(_) => announce(db, ctx, Applied::Created, "Secret", &secret_name).await,
-                Err(e) if is_already_exists(&e) => {}
-                Err(e) => return Err(Error::kube("create", "Secret", ns, &secret_name, e)),
+            if create_if_absent(&api, ns, &secret_name, &secret).await? {
+                announce(db, ctx, Applied::Created, "Secret", &secret_name).await;
             }
         }
     }
@@ -792,33 +803,18 @@ async fn reconcile_backup(
             if let Some(pvc) = desired::desired_backup_pvc(db, resolved)? {
                 let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
                 let pvc_name = desired::backup_pvc_name(name);
-                if get_opt(&pvc_api, ns, &pvc_name).await?.is_none() {
-                    let pp = PostParams {
-                        field_manager: Some(FIELD_MANAGER.to_owned()),
-                        ..Default::default()
-                    };
-                    match pvc_api.create(&pp, &pvc).await {
-                        Ok(_) => {
-                            announce(
-                                db,
-                                ctx,
-                                Applied::Created,
-                                "PersistentVolumeClaim",
-                                &pvc_name,
-                            )
-                            .await
-                        }
-                        Err(e) if is_already_exists(&e) => {}
-                        Err(e) => {
-                            return Err(Error::kube(
-                                "create",
-                                "PersistentVolumeClaim",
-                                ns,
-                                &pvc_name,
-                                e,
-                            ))
-                        }
-                    }
+                // Looked up first so an idle reconcile makes no write, not even a refused create.
+                if get_opt(&pvc_api, ns, &pvc_name).await?.is_none()
+                    && create_if_absent(&pvc_api, ns, &pvc_name, &pvc).await?
+                {
+                    announce(
+                        db,
+                        ctx,
+                        Applied::Created,
+                        "PersistentVolumeClaim",
+                        &pvc_name,
+                    )
+                    .await;
                 }
             }
             let applied = apply_if_drifted(&cj_api, &cj, observed.as_ref()).await?;
@@ -950,10 +946,7 @@ async fn grow_storage(
         pvc_api
             .patch(
                 &pvc_name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..Default::default()
-                },
+                &crate::manager_patch_params(),
                 &Patch::Merge(&patch),
             )
             .await
