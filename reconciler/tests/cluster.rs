@@ -3,6 +3,7 @@
 //! that namespace, so tests run in parallel without seeing each other.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, 
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -26,6 +28,7 @@ use reconciler::leader::{LeaderElector, LeaseSettings};
 use reconciler::metrics::Metrics;
 use reconciler::reconcile::{Context, Settings};
 use reconciler::FINALIZER;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use testkit::{cluster, wait_for, NotYet, TestNamespace};
 use tokio::sync::oneshot;
@@ -132,6 +135,19 @@ fn settings(rollout_timeout: Duration, cleanup_timeout: Duration) -> Settings {
     }
 }
 
+/// Test settings with generous (300 s) rollout and cleanup timeouts.
+fn default_settings() -> Settings {
+    settings(Duration::from_secs(300), Duration::from_secs(300))
+}
+
+/// A controller scope covering only the test namespace.
+fn scope_for(ns: &TestNamespace) -> Scope {
+    Scope {
+        namespace: Some(ns.name().to_owned()),
+        concurrency: 4,
+    }
+}
+
 async fn new_client(metrics: &Arc<Metrics>) -> (Client, WriteLog) {
     new_client_as(metrics, None).await
 }
@@ -155,12 +171,7 @@ async fn new_client_as(
 
 /// Starts a controller (no leader election) scoped to `ns`.
 async fn start_controller(ns: &TestNamespace) -> Replica {
-    start_controller_with(
-        ns,
-        settings(Duration::from_secs(300), Duration::from_secs(300)),
-        Catalog::builtin(),
-    )
-    .await
+    start_controller_with(ns, default_settings(), Catalog::builtin()).await
 }
 
 async fn start_controller_with(
@@ -181,10 +192,7 @@ async fn start_controller_as(
     let (client, writes) = new_client_as(&metrics, service_account.map(|sa| (ns.name(), sa))).await;
     let ctx = context(client, "test", metrics.clone(), settings, catalog);
     let (tx, rx) = oneshot::channel();
-    let scope = Scope {
-        namespace: Some(ns.name().to_owned()),
-        concurrency: 4,
-    };
+    let scope = scope_for(ns);
     let task = tokio::spawn(run_controller(ctx, scope, async {
         let _ = rx.await;
     }));
@@ -205,7 +213,7 @@ async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) 
         client.clone(),
         identity,
         metrics.clone(),
-        settings(Duration::from_secs(300), Duration::from_secs(300)),
+        default_settings(),
         Catalog::builtin(),
     );
     let elector = LeaderElector::new(
@@ -220,10 +228,7 @@ async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) 
         },
     );
     let (tx, rx) = oneshot::channel();
-    let scope = Scope {
-        namespace: Some(ns.name().to_owned()),
-        concurrency: 4,
-    };
+    let scope = scope_for(ns);
     let task = tokio::spawn(async move {
         run_with_leader_election(ctx, scope, elector, async {
             let _ = rx.await;
@@ -292,15 +297,29 @@ async fn create_db(ns: &TestNamespace, name: &str, spec: DatabaseSpec) -> Databa
         .unwrap()
 }
 
+/// Applies a JSON merge patch to the namespaced object `name` of kind `K`.
+async fn merge_patch<K>(ns: &TestNamespace, name: &str, patch: serde_json::Value) -> K
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    ns.api::<K>()
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap()
+}
+
+/// Whether the namespaced object `name` of kind `K` exists.
+async fn exists<K>(ns: &TestNamespace, name: &str) -> bool
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    ns.api::<K>().get_opt(name).await.unwrap().is_some()
+}
+
 async fn patch_spec(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
-    let dbs: Api<Database> = ns.api();
-    dbs.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": spec })),
-    )
-    .await
-    .unwrap();
+    merge_patch::<Database>(ns, name, json!({ "spec": spec })).await;
 }
 
 fn condition<'a>(
@@ -314,54 +333,83 @@ fn condition<'a>(
         .find(|c| c.type_ == type_)
 }
 
+/// The status of condition `type_` ("True"/"False"/...), if the condition is present.
+fn condition_status<'a>(db: &'a Database, type_: &str) -> Option<&'a str> {
+    condition(db, type_).map(|c| c.status.as_str())
+}
+
+/// The message of the Degraded condition, which must be present.
+fn degraded_message(db: &Database) -> String {
+    condition(db, CONDITION_DEGRADED).unwrap().message.clone()
+}
+
 fn describe(db: &Database) -> String {
     serde_json::to_string(&db.status).unwrap_or_default()
 }
 
-/// Waits until the Database is Ready for its current generation with `replicas` ready.
-async fn wait_ready(ns: &TestNamespace, name: &str, replicas: i32) -> Database {
+/// Polls Database `name` (up to [`WAIT`]) until `done` holds for it, and returns it.
+async fn wait_for_database(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Database) -> bool,
+) -> Database {
     let dbs: Api<Database> = ns.api();
-    wait_for(
-        WAIT,
-        &format!("Database {name} Ready with {replicas} replicas"),
-        || async {
-            let db = dbs.get(name).await?;
-            let s = db.status.clone().unwrap_or_default();
-            let ready = condition(&db, CONDITION_READY).is_some_and(|c| c.status == "True");
-            if ready
-                && s.ready_replicas == Some(replicas)
-                && s.observed_generation == db.metadata.generation
-                && s.phase == Some(Phase::Running)
-            {
-                Ok(db)
-            } else {
-                Err(NotYet::new(describe(&db)))
-            }
-        },
-    )
+    wait_for(WAIT, what, || async {
+        let db = dbs.get(name).await?;
+        if done(&db) {
+            Ok(db)
+        } else {
+            Err(NotYet::new(describe(&db)))
+        }
+    })
     .await
     .unwrap()
 }
 
-async fn wait_degraded(ns: &TestNamespace, name: &str, reason: &str) -> Database {
+/// Waits (up to [`WAIT`]) until Database `name` no longer exists.
+async fn wait_database_gone(ns: &TestNamespace, name: &str, what: &str) {
     let dbs: Api<Database> = ns.api();
-    wait_for(
-        WAIT,
-        &format!("Database {name} Degraded with reason {reason}"),
-        || async {
-            let db = dbs.get(name).await?;
-            let hit = condition(&db, CONDITION_DEGRADED)
-                .is_some_and(|c| c.status == "True" && c.reason == reason)
-                && db.status.as_ref().and_then(|s| s.observed_generation) == db.metadata.generation;
-            if hit {
-                Ok(db)
-            } else {
-                Err(NotYet::new(describe(&db)))
-            }
+    wait_for(WAIT, what, || async {
+        match dbs.get_opt(name).await? {
+            None => Ok(()),
+            Some(db) => Err(NotYet::new(describe(&db))),
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits until the Database is Ready for its current generation with `replicas` ready.
+async fn wait_ready(ns: &TestNamespace, name: &str, replicas: i32) -> Database {
+    wait_for_database(
+        ns,
+        name,
+        &format!("Database {name} Ready with {replicas} replicas"),
+        |db| {
+            let s = db.status.clone().unwrap_or_default();
+            condition_status(db, CONDITION_READY) == Some("True")
+                && s.ready_replicas == Some(replicas)
+                && s.observed_generation == db.metadata.generation
+                && s.phase == Some(Phase::Running)
         },
     )
     .await
-    .unwrap()
+}
+
+/// Waits until the Database is Degraded with `reason` for its current generation.
+async fn wait_degraded(ns: &TestNamespace, name: &str, reason: &str) -> Database {
+    wait_for_database(
+        ns,
+        name,
+        &format!("Database {name} Degraded with reason {reason}"),
+        |db| {
+            condition(db, CONDITION_DEGRADED)
+                .is_some_and(|c| c.status == "True" && c.reason == reason)
+                && db.status.as_ref().and_then(|s| s.observed_generation) == db.metadata.generation
+        },
+    )
+    .await
 }
 
 fn owned_by(obj: &impl Resource, db: &Database) -> bool {
@@ -370,6 +418,30 @@ fn owned_by(obj: &impl Resource, db: &Database) -> bool {
             && r.controller == Some(true)
             && r.kind == "Database"
     })
+}
+
+/// Whether the pod reports condition Ready=True.
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The `partition` of the StatefulSet's rolling update strategy, if set.
+fn rollout_partition(sts: &StatefulSet) -> Option<i32> {
+    sts.spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+}
+
+/// Selects the database pods / data PVCs of Database `name`.
+fn database_selector(name: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
+    ))
 }
 
 fn image_of_pod(p: &Pod) -> String {
@@ -381,26 +453,19 @@ fn image_of_pod(p: &Pod) -> String {
 
 async fn pods(ns: &TestNamespace, name: &str) -> Vec<Pod> {
     let api: Api<Pod> = ns.api();
-    api.list(&ListParams::default().labels(&format!(
-        "app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
-    )))
-    .await
-    .unwrap()
-    .items
+    api.list(&database_selector(name)).await.unwrap().items
 }
 
 /// Pokes the Database (an annotation: no generation change) so the controller reconciles it,
 /// and waits until at least one more reconcile has run.
 async fn poke_and_settle(ns: &TestNamespace, name: &str, replica: &Replica, token: &str) {
     let before = replica.metrics.reconcile_count();
-    let dbs: Api<Database> = ns.api();
-    dbs.patch(
+    merge_patch::<Database>(
+        ns,
         name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": token}}})),
+        json!({"metadata": {"annotations": {"test/poke": token}}}),
     )
-    .await
-    .unwrap();
+    .await;
     wait_for(
         Duration::from_secs(30),
         "a reconcile after the poke",
@@ -416,6 +481,20 @@ async fn poke_and_settle(ns: &TestNamespace, name: &str, replica: &Replica, toke
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Two pokes in a row: the second reconcile, with nothing to change, makes zero writes.
+async fn assert_idle_reconcile_writes_nothing(ns: &TestNamespace, name: &str, replica: &Replica) {
+    poke_and_settle(ns, name, replica, "1").await;
+    let before = replica.writes.entries();
+    poke_and_settle(ns, name, replica, "2").await;
+    let after = replica.writes.entries();
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "idle reconcile wrote: {:?}",
+        &after[before.len().min(after.len())..]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,20 +516,10 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_no
     );
     assert!(db.finalizers().iter().any(|f| f == FINALIZER));
     for c in [CONDITION_READY, "Available"] {
-        assert_eq!(
-            condition(&db, c).map(|c| c.status.as_str()),
-            Some("True"),
-            "{c}"
-        );
+        assert_eq!(condition_status(&db, c), Some("True"), "{c}");
     }
-    assert_eq!(
-        condition(&db, "Progressing").map(|c| c.status.as_str()),
-        Some("False")
-    );
-    assert_eq!(
-        condition(&db, CONDITION_DEGRADED).map(|c| c.status.as_str()),
-        Some("False")
-    );
+    assert_eq!(condition_status(&db, "Progressing"), Some("False"));
+    assert_eq!(condition_status(&db, CONDITION_DEGRADED), Some("False"));
 
     // Children: all owned by the Database, all correct.
     let sts: StatefulSet = ns.api::<StatefulSet>().get("orders").await.unwrap();
@@ -500,25 +569,12 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_no
     let password = secret.data.clone().unwrap()["password"].clone();
     assert_eq!(password.0.len(), 32);
     assert!(
-        ns.api::<CronJob>()
-            .get_opt("orders-backup")
-            .await
-            .unwrap()
-            .is_none(),
+        !exists::<CronJob>(&ns, "orders-backup").await,
         "no schedule, no CronJob"
     );
 
     // Idle: a reconcile with nothing to change makes zero writes.
-    poke_and_settle(&ns, "orders", &replica, "1").await;
-    let before = replica.writes.entries();
-    poke_and_settle(&ns, "orders", &replica, "2").await;
-    let after = replica.writes.entries();
-    assert_eq!(
-        after.len(),
-        before.len(),
-        "idle reconcile wrote: {:?}",
-        &after[before.len().min(after.len())..]
-    );
+    assert_idle_reconcile_writes_nothing(&ns, "orders", &replica).await;
 
     // Drift: a child deleted by hand comes back; a hand edit is reverted.
     let old_uid = svc.metadata.uid.clone();
@@ -536,22 +592,13 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_no
     })
     .await
     .unwrap();
-    ns.api::<ConfigMap>()
-        .patch(
-            "orders-config",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"postgresql.conf": "hacked"}})),
-        )
-        .await
-        .unwrap();
-    ns.api::<StatefulSet>()
-        .patch(
-            "orders",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 5}})),
-        )
-        .await
-        .unwrap();
+    merge_patch::<ConfigMap>(
+        &ns,
+        "orders-config",
+        json!({"data": {"postgresql.conf": "hacked"}}),
+    )
+    .await;
+    merge_patch::<StatefulSet>(&ns, "orders", json!({"spec": {"replicas": 5}})).await;
     wait_for(
         WAIT,
         "ConfigMap and StatefulSet edits to be reverted",
@@ -576,14 +623,12 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_no
     .unwrap();
     // A Secret stripped of our label (so it drops out of the filtered watch) and owner is
     // re-labelled and re-owned, and its password is left alone.
-    ns.api::<Secret>()
-        .patch(
-            "orders-credentials",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}, "ownerReferences": null}})),
-        )
-        .await
-        .unwrap();
+    merge_patch::<Secret>(
+        &ns,
+        "orders-credentials",
+        json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}, "ownerReferences": null}}),
+    )
+    .await;
     wait_for(WAIT, "Secret label and owner to be restored", || async {
         let s = ns.api::<Secret>().get("orders-credentials").await?;
         if owned_by(&s, &db)
@@ -668,13 +713,7 @@ async fn version_upgrade_and_config_change_roll_pods_one_at_a_time() {
                 let Ok(ev) = ev else { continue };
                 match ev {
                     WatchEvent::Apply(p) | WatchEvent::InitApply(p) => {
-                        let ready = p.metadata.deletion_timestamp.is_none()
-                            && p.status
-                                .as_ref()
-                                .and_then(|s| s.conditions.as_ref())
-                                .is_some_and(|cs| {
-                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                                });
+                        let ready = p.metadata.deletion_timestamp.is_none() && pod_ready(&p);
                         state.insert(p.name_any(), (image_of_pod(&p), ready));
                     }
                     WatchEvent::Delete(p) => {
@@ -702,12 +741,7 @@ async fn version_upgrade_and_config_change_roll_pods_one_at_a_time() {
         let ready = ps
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|p| pod_ready(p))
             .count();
         let new = ps.iter().filter(|p| image_of_pod(p) == new_image).count();
         if new == 3 && ps.len() == 3 && ready == 3 {
@@ -785,9 +819,7 @@ async fn version_upgrade_and_config_change_roll_pods_one_at_a_time() {
 async fn pvc_sizes(ns: &TestNamespace, name: &str) -> Vec<String> {
     let api: Api<PersistentVolumeClaim> = ns.api();
     let mut out: Vec<(String, String)> = api
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
-        )))
+        .list(&database_selector(name))
         .await
         .unwrap()
         .items
@@ -815,11 +847,7 @@ async fn pvc_sizes(ns: &TestNamespace, name: &str) -> Vec<String> {
 async fn wait_pvcs_bound(ns: &TestNamespace, name: &str, n: usize) {
     let api: Api<PersistentVolumeClaim> = ns.api();
     wait_for(WAIT, "data PVCs to be Bound", || async {
-        let l = api
-            .list(&ListParams::default().labels(&format!(
-                "app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
-            )))
-            .await?;
+        let l = api.list(&database_selector(name)).await?;
         let bound = l
             .items
             .iter()
@@ -835,6 +863,26 @@ async fn wait_pvcs_bound(ns: &TestNamespace, name: &str, n: usize) {
     .unwrap();
 }
 
+/// Waits (up to [`WAIT`]) until the data PVC sizes of Database `name` (sorted by PVC name)
+/// satisfy `done`.
+async fn wait_pvc_sizes(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) {
+    wait_for(WAIT, what, || async {
+        let sizes = pvc_sizes(ns, name).await;
+        if done(&sizes) {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{sizes:?}")))
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_grows_pvcs_refuses_shrink_and_explains_a_class_without_expansion() {
     let ns = setup("rec-storage").await;
@@ -844,31 +892,23 @@ async fn storage_grows_pvcs_refuses_shrink_and_explains_a_class_without_expansio
     wait_pvcs_bound(&ns, "media", 2).await;
 
     patch_spec(&ns, "media", json!({"storageSize": "2Gi"})).await;
-    wait_for(WAIT, "both PVCs to request 2Gi", || async {
-        let sizes = pvc_sizes(&ns, "media").await;
-        if sizes == vec!["2Gi", "2Gi"] {
-            Ok(())
-        } else {
-            Err(NotYet::new(format!("{sizes:?}")))
-        }
+    wait_pvc_sizes(&ns, "media", "both PVCs to request 2Gi", |sizes| {
+        sizes == ["2Gi", "2Gi"]
     })
-    .await
-    .unwrap();
+    .await;
 
     // The API server's own rules forbid shrinking spec.storageSize, but what runs can still be
     // bigger than the spec (a PVC grown by hand). Acting would shrink it: the reconciler refuses
     // and applies nothing of that generation.
-    ns.api::<PersistentVolumeClaim>()
-        .patch(
-            "data-media-0",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}})),
-        )
-        .await
-        .unwrap();
+    merge_patch::<PersistentVolumeClaim>(
+        &ns,
+        "data-media-0",
+        json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}}),
+    )
+    .await;
     patch_spec(&ns, "media", json!({"replicas": 3})).await;
     let db = wait_degraded(&ns, "media", "DestructiveChangeRefused").await;
-    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    let msg = degraded_message(&db);
     assert!(msg.contains("cannot shrink from 3Gi to 2Gi"), "{msg}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(pvc_sizes(&ns, "media").await, vec!["3Gi", "2Gi"]);
@@ -881,16 +921,10 @@ async fn storage_grows_pvcs_refuses_shrink_and_explains_a_class_without_expansio
     // Raising the spec to what exists lifts the refusal; the smaller PVC grows to match.
     patch_spec(&ns, "media", json!({"storageSize": "3Gi"})).await;
     wait_ready(&ns, "media", 3).await;
-    wait_for(WAIT, "every PVC to request 3Gi", || async {
-        let sizes = pvc_sizes(&ns, "media").await;
-        if sizes.len() == 3 && sizes.iter().take(2).all(|s| s == "3Gi") {
-            Ok(())
-        } else {
-            Err(NotYet::new(format!("{sizes:?}")))
-        }
+    wait_pvc_sizes(&ns, "media", "every PVC to request 3Gi", |sizes| {
+        sizes.len() == 3 && sizes.iter().take(2).all(|s| s == "3Gi")
     })
-    .await
-    .unwrap();
+    .await;
 
     // A class that forbids expansion: a clear condition, PVCs untouched.
     let sc_name = format!("noexpand-{}", ns.name());
@@ -911,7 +945,7 @@ async fn storage_grows_pvcs_refuses_shrink_and_explains_a_class_without_expansio
     wait_pvcs_bound(&ns, "fixed", 1).await;
     patch_spec(&ns, "fixed", json!({"storageSize": "3Gi"})).await;
     let db = wait_degraded(&ns, "fixed", "StorageExpansionNotAllowed").await;
-    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    let msg = degraded_message(&db);
     assert!(
         msg.contains(&sc_name) && msg.contains("does not allow volume expansion"),
         "{msg}"
@@ -954,12 +988,7 @@ async fn invalid_spec_bypassing_admission_is_refused_with_a_condition() {
         .join("\n");
     let catalog = Catalog::from_yaml(&without_14).unwrap();
     assert!(!catalog.supports(Engine::Postgres, &semver::Version::parse("14.5.0").unwrap()));
-    let replica = start_controller_with(
-        &ns,
-        settings(Duration::from_secs(300), Duration::from_secs(300)),
-        catalog,
-    )
-    .await;
+    let replica = start_controller_with(&ns, default_settings(), catalog).await;
     create_db(&ns, "legacy", spec(Engine::Postgres, 1, "14.5.0", "1Gi")).await;
     let db = wait_degraded(&ns, "legacy", "InvalidSpec").await;
     let ready = condition(&db, CONDITION_READY).unwrap();
@@ -971,19 +1000,10 @@ async fn invalid_spec_bypassing_admission_is_refused_with_a_condition() {
     assert_eq!(db.status.as_ref().unwrap().phase, Some(Phase::Failed));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        ns.api::<StatefulSet>()
-            .get_opt("legacy")
-            .await
-            .unwrap()
-            .is_none(),
+        !exists::<StatefulSet>(&ns, "legacy").await,
         "nothing acted on"
     );
-    assert!(ns
-        .api::<Secret>()
-        .get_opt("legacy-credentials")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(!exists::<Secret>(&ns, "legacy-credentials").await);
     // Refusing does not hot-loop: a few seconds add no further writes.
     let n = replica.writes.len();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -1010,58 +1030,27 @@ async fn deletion_cleans_up_in_order_and_honours_the_pvc_annotation() {
     dbs.create(&PostParams::default(), &purge).await.unwrap();
     wait_ready(&ns, "keep", 2).await;
     wait_ready(&ns, "purge", 1).await;
-    assert!(ns
-        .api::<CronJob>()
-        .get_opt("keep-backup")
-        .await
-        .unwrap()
-        .is_some());
+    assert!(exists::<CronJob>(&ns, "keep-backup").await);
 
     for name in ["keep", "purge"] {
         dbs.delete(name, &DeleteParams::default()).await.unwrap();
     }
     for name in ["keep", "purge"] {
-        wait_for(
-            WAIT,
+        wait_database_gone(
+            &ns,
+            name,
             &format!("Database {name} to be gone (finalizer released)"),
-            || async {
-                match dbs.get_opt(name).await? {
-                    None => Ok(()),
-                    Some(db) => Err(NotYet::new(describe(&db))),
-                }
-            },
         )
-        .await
-        .unwrap();
+        .await;
     }
     for name in ["keep", "purge"] {
-        assert!(ns
-            .api::<StatefulSet>()
-            .get_opt(name)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(ns.api::<Service>().get_opt(name).await.unwrap().is_none());
-        assert!(ns
-            .api::<ConfigMap>()
-            .get_opt(&format!("{name}-config"))
-            .await
-            .unwrap()
-            .is_none());
-        assert!(ns
-            .api::<Secret>()
-            .get_opt(&format!("{name}-credentials"))
-            .await
-            .unwrap()
-            .is_none());
+        assert!(!exists::<StatefulSet>(&ns, name).await);
+        assert!(!exists::<Service>(&ns, name).await);
+        assert!(!exists::<ConfigMap>(&ns, &format!("{name}-config")).await);
+        assert!(!exists::<Secret>(&ns, &format!("{name}-credentials")).await);
         assert!(pods(&ns, name).await.is_empty());
     }
-    assert!(ns
-        .api::<CronJob>()
-        .get_opt("keep-backup")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(!exists::<CronJob>(&ns, "keep-backup").await);
     let live_pvcs = |name: &'static str| {
         let api: Api<PersistentVolumeClaim> = ns.api();
         async move {
@@ -1120,29 +1109,36 @@ async fn deletion_cleans_up_in_order_and_honours_the_pvc_annotation() {
     teardown(ns, replica).await;
 }
 
+/// The current holder of Lease `lease`, if any (and if it can be read).
+async fn lease_holder(leases: &Api<Lease>, lease: &str) -> Option<String> {
+    leases
+        .get_opt(lease)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+/// Waits (up to 30 s) until `identity` holds Lease `lease`.
+async fn wait_for_leader(leases: &Api<Lease>, lease: &str, identity: &str, what: &str) {
+    wait_for(Duration::from_secs(30), what, || async {
+        match lease_holder(leases, lease).await {
+            Some(h) if h == identity => Ok(()),
+            other => Err(NotYet::new(format!("{other:?}"))),
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_hands_over_to_the_follower_without_duplicate_work() {
     let ns = setup("rec-leader").await;
     let lease = "db-operator-test";
     let a = start_elected_replica(&ns, "replica-a", lease).await;
     let leases: Api<Lease> = ns.api();
-    let holder = || async {
-        leases
-            .get_opt(lease)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-    };
-    wait_for(Duration::from_secs(30), "replica-a to lead", || async {
-        match holder().await.as_deref() {
-            Some("replica-a") => Ok(()),
-            other => Err(NotYet::new(format!("{other:?}"))),
-        }
-    })
-    .await
-    .unwrap();
+    wait_for_leader(&leases, lease, "replica-a", "replica-a to lead").await;
     let b = start_elected_replica(&ns, "replica-b", lease).await;
     create_db(&ns, "billing", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
     wait_ready(&ns, "billing", 1).await;
@@ -1152,22 +1148,14 @@ async fn killing_the_leader_hands_over_to_the_follower_without_duplicate_work() 
         "the follower did nothing: {:?}",
         b.work_writes()
     );
-    assert_eq!(holder().await.as_deref(), Some("replica-a"));
+    assert_eq!(
+        lease_holder(&leases, lease).await.as_deref(),
+        Some("replica-a")
+    );
 
     // Kill the leader: no graceful release, the Lease must expire.
     a.task.abort();
-    wait_for(
-        Duration::from_secs(30),
-        "replica-b to take over",
-        || async {
-            match holder().await.as_deref() {
-                Some("replica-b") => Ok(()),
-                other => Err(NotYet::new(format!("{other:?}"))),
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_for_leader(&leases, lease, "replica-b", "replica-b to take over").await;
     // The new leader reconciles the converged Database without redoing anything.
     wait_for(
         Duration::from_secs(30),
@@ -1216,7 +1204,7 @@ async fn rollout_stuck_on_an_unready_pod_is_reported_degraded_and_goes_no_furthe
     )
     .await;
     let db = wait_degraded(&ns, "stuck", "RolloutStalled").await;
-    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    let msg = degraded_message(&db);
     assert!(
         msg.contains("stuck-2") && msg.contains("has not become Ready"),
         "{msg}"
@@ -1239,13 +1227,7 @@ async fn rollout_stuck_on_an_unready_pod_is_reported_degraded_and_goes_no_furthe
     // Paused explicitly with a partition at the stuck pod, so it stays paused even if that pod
     // turns Ready later.
     let sts: StatefulSet = ns.api::<StatefulSet>().get("stuck").await.unwrap();
-    let partition = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.rolling_update.as_ref())
-        .and_then(|r| r.partition);
-    assert_eq!(partition, Some(2));
+    assert_eq!(rollout_partition(&sts), Some(2));
     assert_eq!(
         sts.annotations()
             .get("example.com/rollout-paused-at")
@@ -1256,12 +1238,7 @@ async fn rollout_stuck_on_an_unready_pod_is_reported_degraded_and_goes_no_furthe
     patch_spec(&ns, "stuck", json!({"resources": null})).await;
     wait_for(WAIT, "the pause to be lifted", || async {
         let sts = ns.api::<StatefulSet>().get("stuck").await?;
-        let partition = sts
-            .spec
-            .as_ref()
-            .and_then(|s| s.update_strategy.as_ref())
-            .and_then(|u| u.rolling_update.as_ref())
-            .and_then(|r| r.partition);
+        let partition = rollout_partition(&sts);
         let marked = sts
             .annotations()
             .contains_key("example.com/rollout-paused-at");
@@ -1305,23 +1282,9 @@ async fn backup_schedule_creates_cronjob_reports_last_backup_and_unset_removes_i
         .unwrap()
         .join(" ");
     assert!(cmd.contains("mysqldump"), "{cmd}");
-    assert!(ns
-        .api::<PersistentVolumeClaim>()
-        .get_opt("shop-backups")
-        .await
-        .unwrap()
-        .is_some());
+    assert!(exists::<PersistentVolumeClaim>(&ns, "shop-backups").await);
     // Idle with a CronJob and a MySQL config too: zero writes.
-    poke_and_settle(&ns, "shop", &replica, "1").await;
-    let before = replica.writes.entries();
-    poke_and_settle(&ns, "shop", &replica, "2").await;
-    let after = replica.writes.entries();
-    assert_eq!(
-        after.len(),
-        before.len(),
-        "idle reconcile wrote: {:?}",
-        &after[before.len().min(after.len())..]
-    );
+    assert_idle_reconcile_writes_nothing(&ns, "shop", &replica).await;
 
     // Run one backup now, as `kubectl create job --from=cronjob/shop-backup` would.
     let template = cj.spec.job_template.clone();
@@ -1339,20 +1302,17 @@ async fn backup_schedule_creates_cronjob_reports_last_backup_and_unset_removes_i
         .create(&PostParams::default(), &job)
         .await
         .unwrap();
-    let dbs: Api<Database> = ns.api();
-    wait_for(
-        WAIT,
+    wait_for_database(
+        &ns,
+        "shop",
         "status.lastBackupTime from the finished Job",
-        || async {
-            let db = dbs.get("shop").await?;
-            match db.status.as_ref().and_then(|s| s.last_backup_time.clone()) {
-                Some(t) => Ok(t),
-                None => Err(NotYet::new(describe(&db))),
-            }
+        |db| {
+            db.status
+                .as_ref()
+                .is_some_and(|s| s.last_backup_time.is_some())
         },
     )
-    .await
-    .unwrap();
+    .await;
 
     patch_spec(&ns, "shop", json!({"backupSchedule": null})).await;
     wait_for(
@@ -1383,31 +1343,20 @@ async fn cleanup_that_cannot_finish_says_why_and_keeps_the_finalizer() {
     create_db(&ns, "sticky", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
     wait_ready(&ns, "sticky", 1).await;
     // A pod that cannot go away (someone else's finalizer on it).
-    let pod_api: Api<Pod> = ns.api();
-    pod_api
-        .patch(
-            "sticky-0",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/test-hold"]}})),
-        )
-        .await
-        .unwrap();
+    merge_patch::<Pod>(
+        &ns,
+        "sticky-0",
+        json!({"metadata": {"finalizers": ["example.com/test-hold"]}}),
+    )
+    .await;
     let dbs: Api<Database> = ns.api();
     dbs.delete("sticky", &DeleteParams::default())
         .await
         .unwrap();
-    let db = wait_for(WAIT, "cleanup to report itself blocked", || async {
-        let db = dbs.get("sticky").await?;
-        let blocked =
-            condition(&db, CONDITION_DEGRADED).is_some_and(|c| c.reason == "CleanupBlocked");
-        if blocked {
-            Ok(db)
-        } else {
-            Err(NotYet::new(describe(&db)))
-        }
+    let db = wait_for_database(&ns, "sticky", "cleanup to report itself blocked", |db| {
+        condition(db, CONDITION_DEGRADED).is_some_and(|c| c.reason == "CleanupBlocked")
     })
-    .await
-    .unwrap();
+    .await;
     let status = db.status.clone().unwrap();
     assert_eq!(status.phase, Some(Phase::Terminating));
     assert!(
@@ -1423,11 +1372,7 @@ async fn cleanup_that_cannot_finish_says_why_and_keeps_the_finalizer() {
         "finalizer kept while cleanup is incomplete"
     );
     assert!(
-        ns.api::<Service>()
-            .get_opt("sticky")
-            .await
-            .unwrap()
-            .is_none(),
+        !exists::<Service>(&ns, "sticky").await,
         "client Service went first"
     );
     let events: Api<K8sEvent> = ns.api();
@@ -1442,22 +1387,8 @@ async fn cleanup_that_cannot_finish_says_why_and_keeps_the_finalizer() {
         });
     assert!(warned, "a Warning event explains the blocked cleanup");
     // Once the obstacle is gone, cleanup completes and the Database goes away.
-    pod_api
-        .patch(
-            "sticky-0",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await
-        .unwrap();
-    wait_for(WAIT, "Database sticky to be gone", || async {
-        match dbs.get_opt("sticky").await? {
-            None => Ok(()),
-            Some(db) => Err(NotYet::new(describe(&db))),
-        }
-    })
-    .await
-    .unwrap();
+    merge_patch::<Pod>(&ns, "sticky-0", json!({"metadata": {"finalizers": null}})).await;
+    wait_database_gone(&ns, "sticky", "Database sticky to be gone").await;
     teardown(ns, replica).await;
 }
 
@@ -1534,7 +1465,7 @@ async fn documented_rbac_is_enough_for_the_whole_lifecycle() {
     grant(&ns, "reconciler", RECONCILER_RULES).await;
     let replica = start_controller_as(
         &ns,
-        settings(Duration::from_secs(300), Duration::from_secs(300)),
+        default_settings(),
         Catalog::builtin(),
         Some("reconciler"),
     )
@@ -1573,16 +1504,11 @@ async fn forbidden_is_a_permanent_error_with_a_condition_and_no_hot_loop() {
         })
         .collect();
     grant(&ns, "limited", &rules).await;
-    let replica = start_controller_as(
-        &ns,
-        settings(Duration::from_secs(300), Duration::from_secs(300)),
-        Catalog::builtin(),
-        Some("limited"),
-    )
-    .await;
+    let replica =
+        start_controller_as(&ns, default_settings(), Catalog::builtin(), Some("limited")).await;
     create_db(&ns, "audit", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
     let db = wait_degraded(&ns, "audit", "Forbidden").await;
-    let msg = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    let msg = degraded_message(&db);
     assert!(
         msg.contains("StatefulSet") && msg.contains("forbidden"),
         "{msg}"
