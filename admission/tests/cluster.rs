@@ -14,7 +14,7 @@ use admission::namespaces::NamespaceCache;
 use admission::Limits;
 use api::v1::Database;
 use base64::Engine as _;
-use cluster_support::{database, sweep_leftover_configurations};
+use cluster_support::{database, database_webhook_configurations, sweep_leftover_configurations};
 use common::TestServer;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -81,27 +81,6 @@ async fn namespace_cache_follows_the_production_label() {
 const MANAGED_BY: &str = "admission-tests";
 const CONFIG_PREFIX: &str = "admission-test-";
 
-fn webhook(
-    name: &str,
-    path: &str,
-    port: u16,
-    ca_bundle: &str,
-    namespace: &str,
-) -> serde_json::Value {
-    json!({
-        "name": name,
-        "clientConfig": {"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": ca_bundle},
-        "rules": [{"apiGroups": ["example.com"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                   "resources": ["databases"], "scope": "Namespaced"}],
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-        "matchPolicy": "Equivalent",
-        "failurePolicy": "Fail",
-        "sideEffects": "None",
-        "admissionReviewVersions": ["v1"],
-        "timeoutSeconds": 5,
-    })
-}
-
 fn denial(result: Result<Database, kube::Error>) -> String {
     match result {
         Err(kube::Error::Api(status)) => status.message,
@@ -130,18 +109,13 @@ async fn api_server_defaults_and_denies_databases_through_the_webhooks() {
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&server.ca_pem);
     let config_name = format!("{CONFIG_PREFIX}{}", ns.name());
 
-    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": config_name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
-        "webhooks": [webhook("validate.databases.example.com", "/validate", port, &ca_bundle, ns.name())],
-    }))
-    .unwrap();
-    let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": config_name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
-        "webhooks": [webhook("default.databases.example.com", "/mutate", port, &ca_bundle, ns.name())],
-    }))
-    .unwrap();
+    let (validating, mutating) = database_webhook_configurations(
+        &config_name,
+        MANAGED_BY,
+        port,
+        ns.name(),
+        Some(ca_bundle.as_str()),
+    );
     let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let mwc: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     vwc.create(&PostParams::default(), &validating)

@@ -25,7 +25,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use api::v1::Database;
-use cluster_support::{database, sweep_leftover_configurations, Server};
+use cluster_support::{
+    database, database_webhook_configurations, sweep_leftover_configurations, Server,
+};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -79,22 +81,6 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str], manifest: &str) -> Outpu
     child.wait_with_output().unwrap()
 }
 
-/// A webhook entry without `caBundle`: the server's certificate manager injects it.
-fn webhook(name: &str, path: &str, port: u16, namespace: &str) -> serde_json::Value {
-    json!({
-        "name": name,
-        "clientConfig": {"url": format!("https://127.0.0.1:{port}{path}")},
-        "rules": [{"apiGroups": ["example.com"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                   "resources": ["databases"], "scope": "Namespaced"}],
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-        "matchPolicy": "Equivalent",
-        "failurePolicy": "Fail",
-        "sideEffects": "None",
-        "admissionReviewVersions": ["v1"],
-        "timeoutSeconds": 5,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_see_it() {
     let cluster = cluster().await.unwrap();
@@ -112,7 +98,6 @@ async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_
 
     // Registered without caBundle once the server's port is known; the server's certificate
     // manager watches them and injects the bundle.
-    let labels = json!({"app.kubernetes.io/managed-by": MANAGED_BY});
     let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let mwc: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let server = {
@@ -125,18 +110,8 @@ async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_
             TIMEOUT,
         )
         .await;
-        let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": config_name, "labels": labels},
-            "webhooks": [webhook("validate.databases.example.com", "/validate", server.port, ns.name())],
-        }))
-        .unwrap();
-        let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": config_name, "labels": labels},
-            "webhooks": [webhook("default.databases.example.com", "/mutate", server.port, ns.name())],
-        }))
-        .unwrap();
+        let (validating, mutating) =
+            database_webhook_configurations(&config_name, MANAGED_BY, server.port, ns.name(), None);
         vwc.create(&PostParams::default(), &validating)
             .await
             .unwrap();

@@ -106,6 +106,39 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The checks every review response shares: HTTP 200 (else `Err` with that one mismatch, as
+/// nothing else is worth comparing), the `api_version`/`kind` envelope and the echoed uid.
+fn envelope_mismatches(
+    request: &Value,
+    status: StatusCode,
+    body: &Value,
+    api_version: &str,
+    kind: &str,
+) -> Result<Vec<String>, Vec<String>> {
+    if status != StatusCode::OK {
+        return Err(vec![format!("HTTP status {status}, expected 200")]);
+    }
+    let mut out = Vec::new();
+    if body["apiVersion"] != api_version || body["kind"] != kind {
+        let version = api_version.rsplit('/').next().unwrap_or(api_version);
+        out.push(format!("not a {version} {kind}: {body}"));
+    }
+    let response = &body["response"];
+    if response["uid"] != request["request"]["uid"] {
+        out.push(format!("uid {} does not echo the request", response["uid"]));
+    }
+    Ok(out)
+}
+
+/// One mismatch per expected `fragments` entry that `message` lacks.
+fn missing_fragments(message: &str, fragments: Vec<String>) -> Vec<String> {
+    fragments
+        .into_iter()
+        .filter(|fragment| !message.contains(fragment))
+        .map(|fragment| format!("message lacks {fragment:?}: {message:?}"))
+        .collect()
+}
+
 /// Every way `answer` differs from `expected` for an AdmissionReview fixture.
 fn admission_mismatches(
     request: &Value,
@@ -113,17 +146,17 @@ fn admission_mismatches(
     status: StatusCode,
     body: &Value,
 ) -> Vec<String> {
-    let mut out = Vec::new();
-    if status != StatusCode::OK {
-        return vec![format!("HTTP status {status}, expected 200")];
-    }
-    if body["apiVersion"] != "admission.k8s.io/v1" || body["kind"] != "AdmissionReview" {
-        out.push(format!("not a v1 AdmissionReview: {body}"));
-    }
+    let mut out = match envelope_mismatches(
+        request,
+        status,
+        body,
+        "admission.k8s.io/v1",
+        "AdmissionReview",
+    ) {
+        Ok(out) => out,
+        Err(out) => return out,
+    };
     let response = &body["response"];
-    if response["uid"] != request["request"]["uid"] {
-        out.push(format!("uid {} does not echo the request", response["uid"]));
-    }
     let Some(allowed) = expected["allowed"].as_bool() else {
         return vec!["expectation lacks `allowed`".to_owned()];
     };
@@ -150,11 +183,7 @@ fn admission_mismatches(
     if !allowed && fragments.is_empty() {
         out.push("a denial expectation must name message fragments".to_owned());
     }
-    for fragment in fragments {
-        if !message.contains(&fragment) {
-            out.push(format!("message lacks {fragment:?}: {message:?}"));
-        }
-    }
+    out.extend(missing_fragments(message, fragments));
     match (expected.get("patch"), response.get("patch")) {
         (None, None) => {}
         (None, Some(p)) => out.push(format!("unexpected patch {p}")),
@@ -212,17 +241,17 @@ fn conversion_mismatches(
     status: StatusCode,
     body: &Value,
 ) -> Vec<String> {
-    let mut out = Vec::new();
-    if status != StatusCode::OK {
-        return vec![format!("HTTP status {status}, expected 200")];
-    }
-    if body["apiVersion"] != "apiextensions.k8s.io/v1" || body["kind"] != "ConversionReview" {
-        out.push(format!("not a v1 ConversionReview: {body}"));
-    }
+    let mut out = match envelope_mismatches(
+        request,
+        status,
+        body,
+        "apiextensions.k8s.io/v1",
+        "ConversionReview",
+    ) {
+        Ok(out) => out,
+        Err(out) => return out,
+    };
     let response = &body["response"];
-    if response["uid"] != request["request"]["uid"] {
-        out.push(format!("uid {} does not echo the request", response["uid"]));
-    }
     let Some(result) = expected["result"].as_str() else {
         return vec!["expectation lacks `result`".to_owned()];
     };
@@ -243,11 +272,10 @@ fn conversion_mismatches(
         out.push("a Success expectation must list convertedObjects".to_owned());
     }
     let message = response["result"]["message"].as_str().unwrap_or_default();
-    for fragment in strings(expected.get("messageContains")) {
-        if !message.contains(&fragment) {
-            out.push(format!("message lacks {fragment:?}: {message:?}"));
-        }
-    }
+    out.extend(missing_fragments(
+        message,
+        strings(expected.get("messageContains")),
+    ));
     out
 }
 

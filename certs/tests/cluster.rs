@@ -24,6 +24,12 @@ use testkit::{cluster, wait_for, NotYet, TestNamespace};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A manager started by `Fixture::spawn_manager`: its task and the sender that stops it.
+type RunningManager = (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+);
+
 struct Fixture {
     ns: TestNamespace,
     config: CertConfig,
@@ -135,24 +141,16 @@ impl Fixture {
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned())
                 .unwrap_or_default()
         };
-        let mut out = Vec::new();
-        if let Some(v) = self.validating().get_opt(&self.name()).await.unwrap() {
-            out.extend(
-                v.webhooks
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|w| text(&w.client_config.ca_bundle)),
-            );
-        }
-        if let Some(m) = self.mutating().get_opt(&self.name()).await.unwrap() {
-            out.extend(
-                m.webhooks
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|w| text(&w.client_config.ca_bundle)),
-            );
-        }
-        out
+        let validating = self.validating().get_opt(&self.name()).await.unwrap();
+        let mutating = self.mutating().get_opt(&self.name()).await.unwrap();
+        let validating = validating.and_then(|v| v.webhooks).unwrap_or_default();
+        let mutating = mutating.and_then(|m| m.webhooks).unwrap_or_default();
+        validating
+            .iter()
+            .map(|w| &w.client_config)
+            .chain(mutating.iter().map(|w| &w.client_config))
+            .map(|c| text(&c.ca_bundle))
+            .collect()
     }
 
     async fn stored(&self) -> Option<StoredCerts> {
@@ -175,12 +173,7 @@ impl Fixture {
             .unwrap();
     }
 
-    fn spawn_manager(
-        &self,
-    ) -> (
-        tokio::task::JoinHandle<()>,
-        tokio::sync::oneshot::Sender<()>,
-    ) {
+    fn spawn_manager(&self) -> RunningManager {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let manager = CertManager::new(self.ns.client(), self.config.clone());
         self.readiness.lock().unwrap().push(manager.readiness());
@@ -214,6 +207,25 @@ impl Fixture {
         .unwrap()
     }
 
+    /// A resolver serving the files the managers write, as the server does, reloading them every
+    /// 100 ms until the returned sender is dropped.
+    async fn reloading_resolver(
+        &self,
+    ) -> (Arc<ReloadingResolver>, tokio::sync::oneshot::Sender<()>) {
+        let resolver = ReloadingResolver::from_files_when_ready(
+            self.config.cert_path(),
+            self.config.key_path(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+        let (reload_stop, rx) = tokio::sync::oneshot::channel::<()>();
+        resolver.spawn_reload(Duration::from_millis(100), async move {
+            let _ = rx.await;
+        });
+        (resolver, reload_stop)
+    }
+
     async fn finish(self) {
         let dp = DeleteParams::default();
         let _ = self.validating().delete(&self.name(), &dp).await;
@@ -225,6 +237,31 @@ impl Fixture {
 
 fn fingerprint(pem: &str) -> String {
     cert_info_pem(pem).unwrap().fingerprint
+}
+
+fn ca_fingerprint(stored: &StoredCerts) -> String {
+    fingerprint(&stored.ca.as_ref().unwrap().cert_pem)
+}
+
+fn leaf_fingerprint(stored: &StoredCerts) -> String {
+    fingerprint(&stored.leaf.as_ref().unwrap().cert_pem)
+}
+
+/// Stops every manager, then waits up to 10 s for each task to end cleanly.
+async fn stop_managers(managers: impl IntoIterator<Item = RunningManager>) {
+    let tasks: Vec<_> = managers
+        .into_iter()
+        .map(|(task, stop)| {
+            stop.send(()).unwrap();
+            task
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -271,7 +308,7 @@ async fn two_managers_started_at_once_end_with_one_consistent_secret() {
 #[tokio::test]
 async fn deleted_ca_bundle_and_secret_are_repaired_without_restart() {
     let fx = Fixture::new("certs-repair").await;
-    let (task, stop) = fx.spawn_manager();
+    let manager = fx.spawn_manager();
     let original = fx.wait_injected().await;
 
     // Someone strips the caBundle from one webhook entry (and takes ownership of the field).
@@ -299,17 +336,10 @@ async fn deleted_ca_bundle_and_secret_are_repaired_without_restart() {
     })
     .await
     .unwrap();
-    assert_eq!(
-        fingerprint(&restored.ca.as_ref().unwrap().cert_pem),
-        fingerprint(&original.ca.as_ref().unwrap().cert_pem)
-    );
+    assert_eq!(ca_fingerprint(&restored), ca_fingerprint(&original));
     fx.wait_injected().await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_managers([manager]).await;
     fx.finish().await;
 }
 
@@ -365,22 +395,15 @@ async fn watch_trust_until(
 #[tokio::test]
 async fn forced_leaf_rotation_keeps_the_ca_and_the_bundle_valid() {
     let fx = Fixture::new("certs-leaf").await;
-    let (task, stop) = fx.spawn_manager();
+    let manager = fx.spawn_manager();
     let before = fx.wait_injected().await;
-    let resolver =
-        ReloadingResolver::from_files_when_ready(fx.config.cert_path(), fx.config.key_path(), WAIT)
-            .await
-            .unwrap();
-    let (_reload_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    resolver.spawn_reload(Duration::from_millis(100), async move {
-        let _ = rx.await;
-    });
-    let old_leaf = fingerprint(&before.leaf.as_ref().unwrap().cert_pem);
+    let (resolver, _reload_stop) = fx.reloading_resolver().await;
+    let old_leaf = leaf_fingerprint(&before);
     assert_eq!(resolver.fingerprint(), old_leaf);
 
     fx.annotate_secret(ANNOTATION_FORCE, "leaf").await;
     let (samples, _) = watch_trust_until(&fx, &resolver, |stored, resolver| {
-        let leaf = fingerprint(&stored.leaf.as_ref().unwrap().cert_pem);
+        let leaf = leaf_fingerprint(stored);
         leaf != old_leaf && resolver.fingerprint() == leaf && stored.force.is_none()
     })
     .await;
@@ -389,36 +412,25 @@ async fn forced_leaf_rotation_keeps_the_ca_and_the_bundle_valid() {
     assert_eq!(after.bundle_pem, before.bundle_pem);
     eprintln!("leaf rotation: {samples} samples, zero untrusted");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_managers([manager]).await;
     fx.finish().await;
 }
 
 #[tokio::test]
 async fn forced_ca_rotation_overlaps_and_keeps_the_bundle_valid_throughout() {
     let fx = Fixture::new("certs-ca").await;
-    let (task, stop) = fx.spawn_manager();
+    let manager = fx.spawn_manager();
     let before = fx.wait_injected().await;
-    let resolver =
-        ReloadingResolver::from_files_when_ready(fx.config.cert_path(), fx.config.key_path(), WAIT)
-            .await
-            .unwrap();
-    let (_reload_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    resolver.spawn_reload(Duration::from_millis(100), async move {
-        let _ = rx.await;
-    });
-    let old_ca = fingerprint(&before.ca.as_ref().unwrap().cert_pem);
+    let (resolver, _reload_stop) = fx.reloading_resolver().await;
+    let old_ca = ca_fingerprint(&before);
 
     fx.annotate_secret(ANNOTATION_FORCE, "ca").await;
     let (samples, phases) = watch_trust_until(&fx, &resolver, |stored, resolver| {
-        let ca = fingerprint(&stored.ca.as_ref().unwrap().cert_pem);
+        let ca = ca_fingerprint(stored);
         ca != old_ca
             && stored.phase == certs::rotation::Phase::Stable
             && stored.bundle_fingerprints() == vec![ca]
-            && resolver.fingerprint() == fingerprint(&stored.leaf.as_ref().unwrap().cert_pem)
+            && resolver.fingerprint() == leaf_fingerprint(stored)
     })
     .await;
     for phase in ["BundlePublished", "LeafRotated"] {
@@ -436,11 +448,7 @@ async fn forced_ca_rotation_overlaps_and_keeps_the_bundle_valid_throughout() {
     assert_eq!(after.force, None);
     eprintln!("CA rotation: {samples} samples, phases {phases:?}, zero untrusted");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_managers([manager]).await;
     fx.finish().await;
 }
 
@@ -587,6 +595,21 @@ async fn serve_allow_all(
     }
 }
 
+/// Waits until the webhook has taken at least 10 more calls than the `since` already recorded
+/// in `served`.
+async fn wait_webhook_calls(served: &std::sync::Mutex<Vec<String>>, since: usize, what: &str) {
+    wait_for(WAIT, what, || async {
+        let n = served.lock().unwrap().len() - since;
+        if n >= 10 {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{n} calls")))
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// The acceptance scenario for certificates: a client keeps creating and updating
 /// objects through the API server, which calls our webhook (failurePolicy Fail) over TLS with
 /// the injected caBundle, while a leaf rotation and then a full CA rotation are forced.
@@ -598,16 +621,9 @@ async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let fx = Fixture::with_webhook("certs-e2e", Some(port)).await;
-    let (task, stop) = fx.spawn_manager();
+    let manager = fx.spawn_manager();
     let before = fx.wait_injected().await;
-    let resolver =
-        ReloadingResolver::from_files_when_ready(fx.config.cert_path(), fx.config.key_path(), WAIT)
-            .await
-            .unwrap();
-    let (_reload_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    resolver.spawn_reload(Duration::from_millis(100), async move {
-        let _ = rx.await;
-    });
+    let (resolver, _reload_stop) = fx.reloading_resolver().await;
     let served = Arc::new(std::sync::Mutex::new(Vec::new()));
     tokio::spawn(serve_allow_all(
         listener,
@@ -644,46 +660,28 @@ async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
         }));
     }
     // Load is flowing through the webhook before we rotate.
-    wait_for(WAIT, "webhook calls under load", || async {
-        let n = served.lock().unwrap().len();
-        if n >= 10 {
-            Ok(())
-        } else {
-            Err(NotYet::new(format!("{n} calls")))
-        }
-    })
-    .await
-    .unwrap();
+    wait_webhook_calls(&served, 0, "webhook calls under load").await;
 
-    let old_leaf = fingerprint(&before.leaf.as_ref().unwrap().cert_pem);
+    let old_leaf = leaf_fingerprint(&before);
     fx.annotate_secret(ANNOTATION_FORCE, "leaf").await;
     let (_, _) = watch_trust_until(&fx, &resolver, |stored, resolver| {
-        let leaf = fingerprint(&stored.leaf.as_ref().unwrap().cert_pem);
+        let leaf = leaf_fingerprint(stored);
         leaf != old_leaf && resolver.fingerprint() == leaf
     })
     .await;
-    let old_ca = fingerprint(&before.ca.as_ref().unwrap().cert_pem);
+    let old_ca = ca_fingerprint(&before);
     fx.annotate_secret(ANNOTATION_FORCE, "ca").await;
     let (_, phases) = watch_trust_until(&fx, &resolver, |stored, resolver| {
-        let ca = fingerprint(&stored.ca.as_ref().unwrap().cert_pem);
+        let ca = ca_fingerprint(stored);
         ca != old_ca
             && stored.phase == certs::rotation::Phase::Stable
-            && resolver.fingerprint() == fingerprint(&stored.leaf.as_ref().unwrap().cert_pem)
+            && resolver.fingerprint() == leaf_fingerprint(stored)
     })
     .await;
     fx.wait_injected().await;
     // Keep the load on the final state for a moment (new CA only in the bundle).
     let calls_before = served.lock().unwrap().len();
-    wait_for(WAIT, "webhook calls after the CA rotation", || async {
-        let n = served.lock().unwrap().len() - calls_before;
-        if n >= 10 {
-            Ok(())
-        } else {
-            Err(NotYet::new(format!("{n} calls")))
-        }
-    })
-    .await
-    .unwrap();
+    wait_webhook_calls(&served, calls_before, "webhook calls after the CA rotation").await;
     running.store(false, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
@@ -710,11 +708,7 @@ async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
         "original, leaf-rotated and CA-rotated leaves must all have served calls"
     );
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_managers([manager]).await;
     fx.finish().await;
 }
 
@@ -723,10 +717,9 @@ async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
 #[tokio::test]
 async fn two_running_managers_rotate_the_ca_once() {
     let fx = Fixture::new("certs-pair").await;
-    let (task_a, stop_a) = fx.spawn_manager();
-    let (task_b, stop_b) = fx.spawn_manager();
+    let managers = [fx.spawn_manager(), fx.spawn_manager()];
     let before = fx.wait_injected().await;
-    let old_ca = fingerprint(&before.ca.as_ref().unwrap().cert_pem);
+    let old_ca = ca_fingerprint(&before);
 
     fx.annotate_secret(ANNOTATION_FORCE, "ca").await;
     let cas_seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
@@ -736,7 +729,7 @@ async fn two_running_managers_rotate_the_ca_once() {
             .lock()
             .unwrap()
             .extend(stored.bundle_fingerprints());
-        let ca = fingerprint(&stored.ca.as_ref().unwrap().cert_pem);
+        let ca = ca_fingerprint(&stored);
         if ca != old_ca && stored.phase == certs::rotation::Phase::Stable {
             Ok(stored)
         } else {
@@ -754,13 +747,6 @@ async fn two_running_managers_rotate_the_ca_once() {
     assert_eq!(after.bundle_fingerprints().len(), 1);
     fx.wait_injected().await;
 
-    stop_a.send(()).unwrap();
-    stop_b.send(()).unwrap();
-    for task in [task_a, task_b] {
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    stop_managers(managers).await;
     fx.finish().await;
 }

@@ -15,6 +15,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::ResourceExt;
+use serde_json::json;
 
 /// The `admission` binary as a child process; killed on drop so a failed test leaves no process
 /// behind.
@@ -159,4 +160,75 @@ pub async fn sweep_leftover_configurations(client: kube::Client, managed_by: &st
             let _ = mwc.delete(&name, &DeleteParams::default()).await;
         }
     }
+}
+
+/// A webhook entry for Databases (CREATE and UPDATE, v1) in `namespace` only, calling
+/// `https://127.0.0.1:<port><path>` with failurePolicy Fail. `ca_bundle: None` registers it
+/// without a `caBundle`, for the server's certificate manager to inject.
+pub fn database_webhook(
+    name: &str,
+    path: &str,
+    port: u16,
+    namespace: &str,
+    ca_bundle: Option<&str>,
+) -> serde_json::Value {
+    let mut client_config = json!({"url": format!("https://127.0.0.1:{port}{path}")});
+    if let Some(ca_bundle) = ca_bundle {
+        client_config["caBundle"] = json!(ca_bundle);
+    }
+    json!({
+        "name": name,
+        "clientConfig": client_config,
+        "rules": [{"apiGroups": ["example.com"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                   "resources": ["databases"], "scope": "Namespaced"}],
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "matchPolicy": "Equivalent",
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 5,
+    })
+}
+
+/// The validating (`validate.databases.example.com` at `/validate`) and mutating
+/// (`default.databases.example.com` at `/mutate`) configurations named `config_name`, labelled
+/// `app.kubernetes.io/managed-by=<managed_by>`, each with one [`database_webhook`] entry.
+pub fn database_webhook_configurations(
+    config_name: &str,
+    managed_by: &str,
+    port: u16,
+    namespace: &str,
+    ca_bundle: Option<&str>,
+) -> (ValidatingWebhookConfiguration, MutatingWebhookConfiguration) {
+    let configuration = |kind: &str, webhook: serde_json::Value| {
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+            "metadata": {"name": config_name, "labels": {"app.kubernetes.io/managed-by": managed_by}},
+            "webhooks": [webhook],
+        })
+    };
+    let validating = configuration(
+        "ValidatingWebhookConfiguration",
+        database_webhook(
+            "validate.databases.example.com",
+            "/validate",
+            port,
+            namespace,
+            ca_bundle,
+        ),
+    );
+    let mutating = configuration(
+        "MutatingWebhookConfiguration",
+        database_webhook(
+            "default.databases.example.com",
+            "/mutate",
+            port,
+            namespace,
+            ca_bundle,
+        ),
+    );
+    (
+        serde_json::from_value(validating).unwrap(),
+        serde_json::from_value(mutating).unwrap(),
+    )
 }
