@@ -14,7 +14,7 @@ use admission::namespaces::NamespaceCache;
 use admission::Limits;
 use api::v1::Database;
 use base64::Engine as _;
-use cluster_support::{database, database_webhook_configurations, sweep_leftover_configurations};
+use cluster_support::{database, database_webhook_configurations, webhook_test_setup};
 use common::TestServer;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -95,14 +95,7 @@ fn denial(result: Result<Database, kube::Error>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_defaults_and_denies_databases_through_the_webhooks() {
-    let cluster = cluster().await.unwrap();
-    let client = cluster.client().unwrap();
-    cluster
-        .install_crd(&api::crd::crd(), "admission-tests")
-        .await
-        .unwrap();
-    sweep_leftover_configurations(client.clone(), MANAGED_BY, CONFIG_PREFIX).await;
-    let ns = cluster.namespace("adm-webhook").await.unwrap();
+    let (_, client, ns) = webhook_test_setup(MANAGED_BY, CONFIG_PREFIX, "adm-webhook").await;
     let (cache, watch) = NamespaceCache::watch(client.clone());
     let server = TestServer::start_with(Limits::default(), cache.clone()).await;
     let port = server.addr.port();

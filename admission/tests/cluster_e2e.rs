@@ -25,16 +25,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use api::v1::Database;
-use cluster_support::{
-    database, database_webhook_configurations, sweep_leftover_configurations, Server,
-};
+use cluster_support::{database, database_webhook_configurations, webhook_test_setup, Server};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use testkit::{cluster, wait_for, NotYet};
+use testkit::{wait_for, NotYet};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// Label value of the configurations this file creates (distinct from `tests/cluster.rs`'s,
@@ -83,14 +81,7 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str], manifest: &str) -> Outpu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_calls_the_binary_with_managed_certificates_as_kubectl_users_see_it() {
-    let cluster = cluster().await.unwrap();
-    let client = cluster.client().unwrap();
-    cluster
-        .install_crd(&api::crd::crd(), "admission-tests")
-        .await
-        .unwrap();
-    sweep_leftover_configurations(client.clone(), MANAGED_BY, CONFIG_PREFIX).await;
-    let ns = cluster.namespace("adm-e2e").await.unwrap();
+    let (cluster, client, ns) = webhook_test_setup(MANAGED_BY, CONFIG_PREFIX, "adm-e2e").await;
     let other = cluster.namespace("adm-e2e-other").await.unwrap();
     let config_name = format!("{CONFIG_PREFIX}{}", ns.name());
     let dir = tempfile::tempdir().unwrap();

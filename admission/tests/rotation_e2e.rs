@@ -30,7 +30,7 @@ use std::time::Duration;
 use api::v1::Database;
 use certs::generate::{cert_info_pem, fingerprint_sha256};
 use certs::store::{split_pem_certs, StoredCerts, ANNOTATION_FORCE};
-use cluster_support::{sweep_leftover_configurations, Server};
+use cluster_support::{webhook_test_setup, Server};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -40,7 +40,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
-use testkit::{cluster, wait_for, NotYet};
+use testkit::{wait_for, NotYet};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const MANAGED_BY: &str = "admission-rotation-e2e-tests";
@@ -214,14 +214,7 @@ async fn client_loop(dbs: Api<Database>, worker: usize, load: Arc<Load>, running
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_leaf_and_ca_rotations_under_database_writes_fail_zero_requests() {
-    let cluster = cluster().await.unwrap();
-    let client = cluster.client().unwrap();
-    cluster
-        .install_crd(&api::crd::crd(), "admission-tests")
-        .await
-        .unwrap();
-    sweep_leftover_configurations(client.clone(), MANAGED_BY, CONFIG_PREFIX).await;
-    let ns = cluster.namespace("adm-rot").await.unwrap();
+    let (cluster, client, ns) = webhook_test_setup(MANAGED_BY, CONFIG_PREFIX, "adm-rot").await;
     let config_name = format!("{CONFIG_PREFIX}{}", ns.name());
     let dir = tempfile::tempdir().unwrap();
     // The API server reloads webhook configurations within about a second; the host server's

@@ -130,6 +130,29 @@ pub fn database(name: &str, spec: serde_json::Value) -> Database {
     Database::new(name, spec)
 }
 
+/// Common start of every test that registers webhooks: the cluster, an admin client, the
+/// Database CRD installed, leftovers of panicked runs swept (configurations labelled
+/// `managed_by`, named `<prefix><namespace>`), and a fresh namespace named `<ns_prefix>-...`.
+pub async fn webhook_test_setup(
+    managed_by: &str,
+    prefix: &str,
+    ns_prefix: &str,
+) -> (
+    &'static testkit::Cluster,
+    kube::Client,
+    testkit::TestNamespace,
+) {
+    let cluster = testkit::cluster().await.unwrap();
+    let client = cluster.client().unwrap();
+    cluster
+        .install_crd(&api::crd::crd(), "admission-tests")
+        .await
+        .unwrap();
+    sweep_leftover_configurations(client.clone(), managed_by, prefix).await;
+    let ns = cluster.namespace(ns_prefix).await.unwrap();
+    (cluster, client, ns)
+}
+
 /// Deletes webhook configurations labelled `app.kubernetes.io/managed-by=<managed_by>` whose
 /// test namespace (the name after `prefix`) is gone: dead weight from a run that panicked
 /// before its cleanup. Each test file uses its own label, so no file sweeps another's.
