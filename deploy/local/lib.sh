@@ -30,7 +30,7 @@ KWOK_PORT="${DBOP_KWOK_PORT:-26280}"
 SERVICE_CIDR="${DBOP_SERVICE_CIDR:-10.196.0.0/16}"
 NODE_COUNT="${DBOP_NODE_COUNT:-1}"
 
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 ALL_BINARIES=("${K8S_BINARIES[@]}" etcd kwok helm)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
