@@ -130,14 +130,22 @@ start() { # component binary args...   (binary: a path, or a name in BIN_DIR)
   # setsid: the component outlives the shell (or test binary) that ran `up`.
   # 9>&-: the component must not inherit (and hold) the up.lock descriptor.
   setsid "$(bin_path "${binary}")" "$@" >> "${LOG_DIR}/${component}.log" 2>&1 < /dev/null 9>&- &
-  echo $! > "${RUN_DIR}/${component}.pid"
+  local pid=$!
+  echo "${pid}" > "${RUN_DIR}/${component}.pid"
   echo "${args}" > "${args_file}"
+  # Until setsid has exec'd the binary, /proc/<pid>/exe is setsid: wait (<= 5 s) so that the
+  # liveness checks below do not mistake a starting component for a dead one.
+  local want; want="$(readlink -f "$(bin_path "${binary}")")"
+  for _ in $(seq 1 50); do
+    [[ "$(readlink "/proc/${pid}/exe" 2>/dev/null)" == "${want}" || ! -d "/proc/${pid}" ]] && break
+    sleep 0.1
+  done
 }
 
 wait_until() { # description timeout_seconds command...
   local what="$1" timeout="$2"; shift 2
   local deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
+  until "$@" 7>&2 >/dev/null 2>&1; do
     if (( $(date +%s) >= deadline )); then
       log "timed out after ${timeout}s waiting for ${what}"
       for f in "${LOG_DIR}"/*.log; do echo "----- tail ${f}" >&2; tail -n 20 "${f}" >&2; done
@@ -149,8 +157,9 @@ wait_until() { # description timeout_seconds command...
 
 alive() { # component binary: fail fast (with its log) if the process died
   running "$1" "$2" && return 0
-  log "$1 exited; last lines of ${LOG_DIR}/$1.log:"
-  tail -n 40 "${LOG_DIR}/$1.log" >&2
+  # wait_until silences its check's output but keeps the caller's stderr as fd 7.
+  local fd=2; { true >&7; } 2>/dev/null && fd=7
+  { log "$1 exited; last lines of ${LOG_DIR}/$1.log:"; tail -n 40 "${LOG_DIR}/$1.log"; } >&"${fd}" 2>&1
   exit 1
 }
 

@@ -124,8 +124,9 @@ static int resolve(const char *name, struct in_addr *out, int max) {
 	int n = 0;
 	if (dots >= ndots && (n = query_a(ns, name, out, max)) > 0) return n;
 	for (int i = 0; i < nsearch; i++) {
-		char fq[1024];
-		snprintf(fq, sizeof fq, "%s.%s", name, search[i]);
+		char fq[600];
+		if (strlen(name) + strlen(search[i]) + 2 > sizeof fq) continue;
+		snprintf(fq, sizeof fq, "%.255s.%.255s", name, search[i]);
 		if ((n = query_a(ns, fq, out, max)) > 0) return n;
 	}
 	if (dots < ndots) n = query_a(ns, name, out, max);
