@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Node, Pod, PodSpec, Probe, SecretVolumeSource, Service, ServicePort,
     ServiceSpec, TCPSocketAction, Toleration, Volume, VolumeMount,
 };
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -146,10 +146,7 @@ fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Creates `pod` and waits until it is Ready; returns it (with its IP and node).
@@ -212,7 +209,8 @@ async fn real_node_is_ready_with_its_address_and_kwok_nodes_are_tainted() {
     let info = status.node_info.unwrap_or_default();
     assert_eq!(info.kubelet_version, "v1.36.3");
     assert!(
-        info.container_runtime_version.starts_with("containerd://2.3."),
+        info.container_runtime_version
+            .starts_with("containerd://2.3."),
         "runtime {}",
         info.container_runtime_version
     );
@@ -223,11 +221,20 @@ async fn real_node_is_ready_with_its_address_and_kwok_nodes_are_tainted() {
     let kwok: Vec<&Node> = kwok
         .items
         .iter()
-        .filter(|n| n.metadata.name.as_deref().is_some_and(|n| n.starts_with("kwok-node-")))
+        .filter(|n| {
+            n.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("kwok-node-"))
+        })
         .collect();
     assert!(!kwok.is_empty(), "no kwok nodes");
     for node in kwok {
-        let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         assert!(
             taints.iter().any(|t| t.key == KWOK_TAINT_KEY
                 && t.value.as_deref() == Some(KWOK_TAINT_VALUE)
@@ -240,42 +247,71 @@ async fn real_node_is_ready_with_its_address_and_kwok_nodes_are_tainted() {
 
 #[tokio::test]
 async fn pod_runs_on_the_real_node_and_kubectl_logs_and_exec_reach_it() {
-    let ns = cluster().await.unwrap().namespace("node-pod").await.unwrap();
+    let ns = cluster()
+        .await
+        .unwrap()
+        .namespace("node-pod")
+        .await
+        .unwrap();
     let started = Instant::now();
     let pod = run_pod(&ns, server_pod("server", "server")).await;
     eprintln!("pod Ready after {:?}", started.elapsed());
-    assert_eq!(node_of(&pod), NODE_NAME, "scheduled without a kwok toleration");
+    assert_eq!(
+        node_of(&pod),
+        NODE_NAME,
+        "scheduled without a kwok toleration"
+    );
     let ip = pod_ip(&pod);
-    assert!(ip.starts_with("198.18.0."), "pod IP {ip:?} outside the node's 198.18.0.0/24");
+    assert!(
+        ip.starts_with("198.18.0."),
+        "pod IP {ip:?} outside the node's 198.18.0.0/24"
+    );
 
-    let logs = wait_for(Duration::from_secs(30), "kubectl logs of pod server", || async {
-        match kubectl(&["logs", "-n", ns.name(), "server"]).await {
-            (true, out, _) if out.contains("serving on :8080 as server") => Ok(out),
-            (ok, out, err) => Err(NotYet::new(format!("ok={ok} stdout={out:?} stderr={err:?}"))),
-        }
-    })
+    let logs = wait_for(
+        Duration::from_secs(30),
+        "kubectl logs of pod server",
+        || async {
+            match kubectl(&["logs", "-n", ns.name(), "server"]).await {
+                (true, out, _) if out.contains("serving on :8080 as server") => Ok(out),
+                (ok, out, err) => Err(NotYet::new(format!(
+                    "ok={ok} stdout={out:?} stderr={err:?}"
+                ))),
+            }
+        },
+    )
     .await
     .unwrap();
     assert!(logs.contains("serving on :8080"), "{logs}");
 
-    let out = exec(&ns, "server", &["echo", "hello", "from", "exec"]).await.unwrap();
+    let out = exec(&ns, "server", &["echo", "hello", "from", "exec"])
+        .await
+        .unwrap();
     assert_eq!(out, "hello from exec\n");
     // The failing command's exit status comes back through the kubelet too.
-    let err = exec(&ns, "server", &["cat", "/no/such/file"]).await.unwrap_err();
+    let err = exec(&ns, "server", &["cat", "/no/such/file"])
+        .await
+        .unwrap_err();
     assert!(err.contains("/no/such/file"), "{err}");
     ns.cleanup().await.unwrap();
 }
 
 #[tokio::test]
 async fn pods_reach_pods_services_by_cluster_ip_and_dns_name_and_the_host_reaches_cluster_ips() {
-    let ns = cluster().await.unwrap().namespace("node-net").await.unwrap();
+    let ns = cluster()
+        .await
+        .unwrap()
+        .namespace("node-net")
+        .await
+        .unwrap();
     let server = run_pod(&ns, server_pod("server", "web")).await;
     let client = run_pod(&ns, probe_pod("client", "client", &["sleep"])).await;
     assert_eq!(node_of(&client), NODE_NAME);
     let server_ip = pod_ip(&server);
 
     // Pod to pod, across the bridge.
-    let out = exec(&ns, "client", &["get", &server_ip, "8080"]).await.unwrap();
+    let out = exec(&ns, "client", &["get", &server_ip, "8080"])
+        .await
+        .unwrap();
     assert!(out.ends_with("probe server\n"), "pod-to-pod answer {out:?}");
 
     let services: Api<Service> = ns.api();
@@ -295,17 +331,26 @@ async fn pods_reach_pods_services_by_cluster_ip_and_dns_name_and_the_host_reache
         }),
         ..Service::default()
     };
-    let service = services.create(&PostParams::default(), &service).await.unwrap();
-    let cluster_ip = service
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .unwrap_or_default();
-    assert!(cluster_ip.starts_with("198.19."), "ClusterIP {cluster_ip:?} outside 198.19.0.0/16");
+    let service = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let cluster_ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+    assert!(
+        cluster_ip.starts_with("198.19."),
+        "ClusterIP {cluster_ip:?} outside 198.19.0.0/16"
+    );
 
     // Pod to Service by ClusterIP (kube-proxy programs it once the EndpointSlice exists).
-    let out = wait_for(Duration::from_secs(60), "the Service's ClusterIP to answer from a pod", || async {
-        exec(&ns, "client", &["get", &cluster_ip, "80"]).await.map_err(NotYet::new)
-    })
+    let out = wait_for(
+        Duration::from_secs(60),
+        "the Service's ClusterIP to answer from a pod",
+        || async {
+            exec(&ns, "client", &["get", &cluster_ip, "80"])
+                .await
+                .map_err(NotYet::new)
+        },
+    )
     .await
     .unwrap();
     assert!(out.ends_with("probe server\n"), "ClusterIP answer {out:?}");
@@ -316,14 +361,19 @@ async fn pods_reach_pods_services_by_cluster_ip_and_dns_name_and_the_host_reache
     for name in [&short, &fqdn, &"web".to_owned()] {
         let what = format!("{name} to resolve in a pod");
         let out = wait_for(Duration::from_secs(30), &what, || async {
-            exec(&ns, "client", &["resolve", name]).await.map_err(NotYet::new)
+            exec(&ns, "client", &["resolve", name])
+                .await
+                .map_err(NotYet::new)
         })
         .await
         .unwrap();
         assert_eq!(out.trim(), cluster_ip, "{name} resolved to {out:?}");
     }
     let out = exec(&ns, "client", &["get", &short, "80"]).await.unwrap();
-    assert!(out.ends_with("probe server\n"), "answer through {short}: {out:?}");
+    assert!(
+        out.ends_with("probe server\n"),
+        "answer through {short}: {out:?}"
+    );
     // A name that does not exist does not resolve (and no query leaves the cluster DNS).
     let missing = format!("nope.{}.svc", ns.name());
     assert!(exec(&ns, "client", &["resolve", &missing]).await.is_err());
@@ -342,13 +392,21 @@ async fn pods_reach_pods_services_by_cluster_ip_and_dns_name_and_the_host_reache
         .await
         .expect("reading the ClusterIP answer timed out")
         .unwrap();
-    assert!(answer.ends_with("probe server\n"), "host-to-ClusterIP answer {answer:?}");
+    assert!(
+        answer.ends_with("probe server\n"),
+        "host-to-ClusterIP answer {answer:?}"
+    );
     ns.cleanup().await.unwrap();
 }
 
 #[tokio::test]
 async fn secret_volume_update_reaches_the_running_pod() {
-    let ns = cluster().await.unwrap().namespace("node-secret").await.unwrap();
+    let ns = cluster()
+        .await
+        .unwrap()
+        .namespace("node-secret")
+        .await
+        .unwrap();
     let secrets: Api<Secret> = ns.api();
     let secret = |value: &str| Secret {
         metadata: ObjectMeta {
@@ -361,7 +419,10 @@ async fn secret_volume_update_reaches_the_running_pod() {
         )])),
         ..Secret::default()
     };
-    secrets.create(&PostParams::default(), &secret("first")).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("first"))
+        .await
+        .unwrap();
     let mut pod = probe_pod("reader", "reader", &["sleep"]);
     if let Some(spec) = pod.spec.as_mut() {
         spec.volumes = Some(vec![Volume {
@@ -380,7 +441,10 @@ async fn secret_volume_update_reaches_the_running_pod() {
         }]);
     }
     run_pod(&ns, pod).await;
-    assert_eq!(exec(&ns, "reader", &["cat", "/creds/token"]).await.unwrap(), "first");
+    assert_eq!(
+        exec(&ns, "reader", &["cat", "/creds/token"]).await.unwrap(),
+        "first"
+    );
 
     secrets
         .patch(
@@ -391,21 +455,33 @@ async fn secret_volume_update_reaches_the_running_pod() {
         .await
         .unwrap();
     let updated = Instant::now();
-    wait_for(SECRET_UPDATE_TIMEOUT, "the Secret update to reach the pod's volume", || async {
-        match exec(&ns, "reader", &["cat", "/creds/token"]).await {
-            Ok(out) if out == "second" => Ok(()),
-            other => Err(NotYet::new(format!("{other:?}"))),
-        }
-    })
+    wait_for(
+        SECRET_UPDATE_TIMEOUT,
+        "the Secret update to reach the pod's volume",
+        || async {
+            match exec(&ns, "reader", &["cat", "/creds/token"]).await {
+                Ok(out) if out == "second" => Ok(()),
+                other => Err(NotYet::new(format!("{other:?}"))),
+            }
+        },
+    )
     .await
     .unwrap();
-    eprintln!("Secret update visible in the pod after {:?}", updated.elapsed());
+    eprintln!(
+        "Secret update visible in the pod after {:?}",
+        updated.elapsed()
+    );
     ns.cleanup().await.unwrap();
 }
 
 #[tokio::test]
 async fn only_pods_that_tolerate_the_kwok_taint_land_on_kwok_nodes() {
-    let ns = cluster().await.unwrap().namespace("node-placement").await.unwrap();
+    let ns = cluster()
+        .await
+        .unwrap()
+        .namespace("node-placement")
+        .await
+        .unwrap();
     let pods: Api<Pod> = ns.api();
     // Tolerating the taint and selecting kwok nodes: a fake pod, Ready without running anything
     // (its image does not even exist).
@@ -422,7 +498,11 @@ async fn only_pods_that_tolerate_the_kwok_taint_land_on_kwok_nodes() {
         }]);
     }
     let fake = run_pod(&ns, fake).await;
-    assert!(node_of(&fake).starts_with("kwok-node-"), "tolerating pod on {:?}", node_of(&fake));
+    assert!(
+        node_of(&fake).starts_with("kwok-node-"),
+        "tolerating pod on {:?}",
+        node_of(&fake)
+    );
 
     // Selecting kwok nodes without the toleration: never scheduled.
     let mut refused = probe_pod("refused", "refused", &["sleep"]);
