@@ -25,7 +25,7 @@ use kube::core::{DynamicObject, Status, TypeMeta};
 use serde_json::Value;
 
 use api::catalog::Catalog;
-use api::defaulting::{default_patch, DefaultingContext};
+use api::defaulting::{default_patch, default_patch_on_update, DefaultingContext};
 use api::v1::Database;
 
 use crate::namespaces::NamespaceCache;
@@ -341,7 +341,14 @@ fn decide_mutate(
     let ctx = DefaultingContext {
         production_namespace: namespaces.production_namespace(req.namespace.as_deref()),
     };
-    let patch = default_patch(object, catalog, &ctx);
+    // On UPDATE an absent field keeps its stored value; only fields absent there too get the
+    // CREATE default (a replace must never upgrade, scale down or shrink behind the user's back).
+    let patch = match (&req.operation, &parsed.old_object) {
+        (AdmissionOperation::Update, Some(old)) => {
+            default_patch_on_update(object, old, catalog, &ctx)
+        }
+        _ => default_patch(object, catalog, &ctx),
+    };
     let response = AdmissionResponse::from(req);
     if patch.0.is_empty() {
         (response, None)
