@@ -351,6 +351,13 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    node_selector: resolved.scheduling.node_selector.clone(),
+                    tolerations: resolved.scheduling.tolerations.clone(),
+                    affinity: resolved.scheduling.affinity.clone(),
+                    topology_spread_constraints: resolved
+                        .scheduling
+                        .topology_spread_constraints
+                        .clone(),
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     security_context: Some(pod_security_context()),
                     enable_service_links: Some(false),
@@ -481,6 +488,13 @@ pub fn desired_backup_cronjob(
                             ..Default::default()
                         }),
                         spec: Some(PodSpec {
+                            node_selector: resolved.scheduling.node_selector.clone(),
+                            tolerations: resolved.scheduling.tolerations.clone(),
+                            affinity: resolved.scheduling.affinity.clone(),
+                            topology_spread_constraints: resolved
+                                .scheduling
+                                .topology_spread_constraints
+                                .clone(),
                             restart_policy: Some("OnFailure".to_owned()),
                             security_context: Some(pod_security_context()),
                             containers: vec![container],
@@ -551,6 +565,55 @@ pub(crate) mod tests {
 
     pub(crate) fn resolved(db: &Database) -> ResolvedSpec {
         api::resolved::resolve(db, &Catalog::builtin()).expect("spec resolves")
+    }
+
+    #[test]
+    fn scheduling_is_copied_into_the_database_and_backup_pod_templates() {
+        let scheduling: api::v1::Scheduling = serde_json::from_value(serde_json::json!({
+            "nodeSelector": {"disktype": "ssd"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+                "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway"}]
+        }))
+        .unwrap();
+        let mut s = spec(api::v1::Engine::Postgres, 3);
+        s.backup_schedule = Some("@daily".to_owned());
+        s.scheduling = Some(scheduling.clone());
+        let d = db("orders", s);
+        let r = resolved(&d);
+        let sts = desired_statefulset(&d, &r).unwrap();
+        let cron = desired_backup_cronjob(&d, &r).unwrap().unwrap();
+        let job_pod = cron
+            .spec
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        for pod in [sts.spec.unwrap().template.spec.unwrap(), job_pod] {
+            assert_eq!(pod.node_selector, scheduling.node_selector);
+            assert_eq!(pod.tolerations, scheduling.tolerations);
+            assert_eq!(pod.affinity, scheduling.affinity);
+            assert_eq!(
+                pod.topology_spread_constraints,
+                scheduling.topology_spread_constraints
+            );
+        }
+        // without spec.scheduling the pod templates carry no placement at all
+        let plain = db("plain", spec(api::v1::Engine::Postgres, 1));
+        let pod = desired_statefulset(&plain, &resolved(&plain))
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+        assert!(pod.affinity.is_none() && pod.topology_spread_constraints.is_none());
     }
 
     #[test]

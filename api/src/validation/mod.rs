@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod schedule;
+pub mod scheduling;
 
 use std::fmt;
 
@@ -159,6 +160,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ),
     ("limits_cover_requests", limits_cover_requests),
     ("config_is_valid", config_is_valid),
+    ("scheduling_is_valid", scheduling_is_valid),
 ];
 
 /// Validates `new` (and on UPDATE the transition from `old`) at the current time.
@@ -776,6 +778,22 @@ pub fn config_is_valid(input: &Input<'_>, warnings: &mut Vec<String>) -> Vec<Fie
         ));
     }
     errors
+}
+
+// ---------------------------------------------------------------------------------------------
+// scheduling
+
+/// `spec.scheduling` holds what the API server accepts in a pod template: label keys and values,
+/// toleration operators and effects, node-selector and label-selector operators with the values
+/// they need, weights 1..100, topology spread constraints.
+pub fn scheduling_is_valid(input: &Input<'_>, _warnings: &mut Vec<String>) -> Vec<FieldError> {
+    input
+        .new
+        .spec
+        .scheduling
+        .as_ref()
+        .map(scheduling::check)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

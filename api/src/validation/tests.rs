@@ -631,3 +631,64 @@ fn a_downgrade_to_an_unsupported_version_is_reported_once() {
     assert_eq!(v.errors.len(), 1, "{v}");
     assert!(!v.denial_message().contains("downgrade"));
 }
+
+#[test]
+fn scheduling_rule() {
+    let sched = |v: Value| json!({"scheduling": v});
+    run_create_table(&[
+        ("full_scheduling_is_allowed", sched(json!({
+            "nodeSelector": {"kubernetes.io/os": "linux", "disktype": "ssd", "empty": ""},
+            "tolerations": [
+                {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "dedicated", "value": "db", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"operator": "Exists"}
+            ],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [
+                            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]},
+                            {"key": "cpu-count", "operator": "Gt", "values": ["4"]},
+                            {"key": "spot", "operator": "DoesNotExist"}
+                        ]},
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}
+                    ]},
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 100, "preference": {"matchExpressions": [{"key": "disktype", "operator": "Exists"}]}}
+                    ]
+                },
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "orders"}}}
+                ]}
+            },
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2,
+                 "nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Ignore", "matchLabelKeys": ["controller-revision-hash"]},
+                {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+            ]
+        })), &[]),
+        ("empty_scheduling_is_allowed", sched(json!({})), &[]),
+        ("node_selector_bad_key_is_denied", sched(json!({"nodeSelector": {"disk type": "ssd"}})), &["spec.scheduling.nodeSelector: label key \"disk type\" is not a qualified name"]),
+        ("node_selector_bad_prefix_is_denied", sched(json!({"nodeSelector": {"Example.com/x": "y"}})), &["spec.scheduling.nodeSelector: label key \"Example.com/x\" has the prefix"]),
+        ("node_selector_bad_value_is_denied", sched(json!({"nodeSelector": {"disktype": "-ssd"}})), &["spec.scheduling.nodeSelector.disktype: \"-ssd\" is not a label value"]),
+        ("toleration_unknown_operator_is_denied", sched(json!({"tolerations": [{"key": "a", "operator": "exists"}]})), &["spec.scheduling.tolerations[0].operator: \"exists\" is not a toleration operator; use one of Equal, Exists"]),
+        ("toleration_unknown_effect_is_denied", sched(json!({"tolerations": [{"operator": "Exists", "effect": "NoScheduling"}]})), &["spec.scheduling.tolerations[0].effect: \"NoScheduling\" is not a taint effect; use one of NoSchedule, PreferNoSchedule, NoExecute"]),
+        ("toleration_empty_key_needs_exists", sched(json!({"tolerations": [{"value": "x"}]})), &["spec.scheduling.tolerations[0].operator: an empty key matches every taint and needs operator: Exists"]),
+        ("toleration_exists_with_value_is_denied", sched(json!({"tolerations": [{"key": "a", "operator": "Exists", "value": "b"}]})), &["spec.scheduling.tolerations[0].value: must be empty when operator is Exists"]),
+        ("toleration_seconds_without_noexecute_is_denied", sched(json!({"tolerations": [{"key": "a", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}]})), &["spec.scheduling.tolerations[0].tolerationSeconds: only applies to effect NoExecute"]),
+        ("node_affinity_in_without_values_is_denied", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In"}]}]}}}})), &["spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: operator In needs at least one value"]),
+        ("node_affinity_gt_needs_one_integer", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "cpus", "operator": "Gt", "values": ["four"]}]}]}}}})), &["matchExpressions[0].values: operator Gt needs exactly one integer value"]),
+        ("node_affinity_unknown_operator_is_denied", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Equals", "values": ["a"]}]}]}}}})), &["matchExpressions[0].operator: \"Equals\" is not a node selector operator"]),
+        ("node_affinity_without_terms_is_denied", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}})), &["spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: needs at least one term"]),
+        ("preferred_weight_out_of_range_is_denied", sched(json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 0, "preference": {}}]}}})), &["spec.scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: 0 is out of range; use a weight from 1 to 100"]),
+        ("pod_anti_affinity_needs_a_topology_key", sched(json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10, "podAffinityTerm": {"topologyKey": ""}}]}}})), &["spec.scheduling.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey: is required"]),
+        ("pod_affinity_bad_selector_operator_is_denied", sched(json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}}]}}})), &["labelSelector.matchExpressions[0].operator: \"Gt\" is not a label selector operator"]),
+        ("spread_zero_skew_is_denied", sched(json!({"topologySpreadConstraints": [{"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]})), &["spec.scheduling.topologySpreadConstraints[0].maxSkew: must be at least 1"]),
+        ("spread_bad_when_unsatisfiable_is_denied", sched(json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Never"}]})), &["spec.scheduling.topologySpreadConstraints[0].whenUnsatisfiable: \"Never\" is not a whenUnsatisfiable value; use one of DoNotSchedule, ScheduleAnyway"]),
+        ("spread_min_domains_needs_do_not_schedule", sched(json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 2}]})), &["spec.scheduling.topologySpreadConstraints[0].minDomains: only applies with whenUnsatisfiable: DoNotSchedule"]),
+        ("spread_duplicate_pair_is_denied", sched(json!({"topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]})), &["spec.scheduling.topologySpreadConstraints[1]: a second constraint for topologyKey \"zone\""]),
+        ("spread_bad_policy_is_denied", sched(json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "nodeTaintsPolicy": "honor"}]})), &["spec.scheduling.topologySpreadConstraints[0].nodeTaintsPolicy: \"honor\" is not a policy; use one of Honor, Ignore"]),
+    ]);
+}
