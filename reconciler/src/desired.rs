@@ -587,7 +587,6 @@ pub(crate) mod tests {
         let cron = desired_backup_cronjob(&d, &r).unwrap().unwrap();
         let job_pod = cron
             .spec
-            .unwrap()
             .job_template
             .spec
             .unwrap()
