@@ -585,14 +585,7 @@ pub(crate) mod tests {
         let r = resolved(&d);
         let sts = desired_statefulset(&d, &r).unwrap();
         let cron = desired_backup_cronjob(&d, &r).unwrap().unwrap();
-        let job_pod = cron
-            .spec
-            .job_template
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let job_pod = cron.spec.job_template.spec.unwrap().template.spec.unwrap();
         for pod in [sts.spec.unwrap().template.spec.unwrap(), job_pod] {
             assert_eq!(pod.node_selector, scheduling.node_selector);
             assert_eq!(pod.tolerations, scheduling.tolerations);
