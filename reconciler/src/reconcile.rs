@@ -310,18 +310,39 @@ where
             );
         }
     }
+    // Over an observed (ours) object the apply carries its uid: if the object under this name
+    // was replaced since we read it, the server refuses (metadata.uid is immutable) instead of
+    // letting us take the new one over.
+    let mut body = desired.clone();
+    if let Some(o) = observed {
+        body.meta_mut().uid = o.meta().uid.clone();
+    }
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
+        &Patch::Apply(&body),
     )
     .await
-    .map_err(|e| Error::kube("apply", kind_name::<K>(), &ns, &name, e))?;
+    .map_err(|e| apply_error(e, kind_name::<K>(), &ns, &name, observed.is_some()))?;
     Ok(if observed.is_some() {
         Applied::Updated
     } else {
         Applied::Created
     })
+}
+
+/// An apply that carried a uid precondition and found another object under the name (409, or
+/// 422 "metadata.uid: field is immutable") is stale, not rejected: the next reconcile looks again.
+fn apply_error(e: kube::Error, kind: &'static str, ns: &str, name: &str, guarded: bool) -> Error {
+    match &e {
+        kube::Error::Api(s)
+            if guarded
+                && (s.code == 409 || (s.code == 422 && s.message.contains("metadata.uid"))) =>
+        {
+            Error::Stale(format!("{kind} {ns}/{name}"))
+        }
+        _ => Error::kube("apply", kind, ns, name, e),
+    }
 }
 
 fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -949,7 +970,7 @@ async fn ensure_credentials(
                     &Patch::Apply(&meta_only),
                 )
                 .await
-                .map_err(|e| Error::kube("apply", "Secret", ns, &secret_name, e))?;
+                .map_err(|e| apply_error(e, "Secret", ns, &secret_name, true))?;
                 announce(db, ctx, Applied::Updated, "Secret", &secret_name).await;
             }
             Ok(existing.metadata.uid.clone())
