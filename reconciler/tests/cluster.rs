@@ -1800,9 +1800,30 @@ async fn foreign_statefulset_is_left_alone_and_its_pods_do_not_block_deletion() 
     wait_database_gone(&ns, "cart", "Database cart to be deleted").await;
     let sts_after = ns.api::<StatefulSet>().get("cart").await.unwrap();
     assert_eq!(sts_after.metadata.uid, sts_before.metadata.uid);
+    // Its status moves with its pod (the StatefulSet controller); spec and metadata must not,
+    // and no field may be managed by us.
+    assert_eq!(sts_after.spec, sts_before.spec, "spec modified");
+    assert_eq!(sts_after.metadata.labels, sts_before.metadata.labels);
     assert_eq!(
-        sts_after.metadata.resource_version, sts_before.metadata.resource_version,
-        "the foreign StatefulSet was modified"
+        sts_after.metadata.annotations,
+        sts_before.metadata.annotations
+    );
+    assert_eq!(
+        sts_after.metadata.owner_references,
+        sts_before.metadata.owner_references
+    );
+    assert_eq!(
+        sts_after.metadata.generation,
+        sts_before.metadata.generation
+    );
+    assert!(
+        sts_after
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .all(|m| m.manager.as_deref() != Some("db-operator")),
+        "db-operator manages fields of the foreign StatefulSet"
     );
     let left = pods(&ns, "cart").await;
     assert_eq!(left.len(), 1, "the foreign pod is still there");
