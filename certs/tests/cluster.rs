@@ -930,7 +930,10 @@ async fn short_validities_rotate_a_dying_ca_first_then_by_the_clock_fail_zero_re
     );
     assert!(count("start_ca_rotation") >= 2 && count("promote_next_ca") >= 2);
     assert!(count("drop_old_ca") >= 2);
-    assert!(leaves.len() >= 3, "dying, first-rotation and later leaves served");
+    assert!(
+        leaves.len() >= 3,
+        "dying, first-rotation and later leaves served"
+    );
     assert_eq!(metrics.rotations("issue_leaf", RotationOutcome::Error), 0);
 
     stop_managers([manager]).await;
@@ -992,7 +995,12 @@ async fn corrupted_ca_key_is_replaced_through_the_overlap_fail_zero_requests() {
     })
     .await;
     let calls_before = served.lock().unwrap().len();
-    wait_webhook_calls(&served, calls_before, "webhook calls after the CA replacement").await;
+    wait_webhook_calls(
+        &served,
+        calls_before,
+        "webhook calls after the CA replacement",
+    )
+    .await;
     let (ok, failed) = load.stop().await;
     eprintln!(
         "corrupted CA: {ok} requests ok, {} failed, {samples} samples, phases {phases:?}",

@@ -1205,7 +1205,9 @@ async fn only_the_serving_pair_is_mounted_and_each_binary_has_its_own_account() 
             sources.push((format!("the chart {set:?}"), objects));
         }
     } else {
-        eprintln!("SKIPPED the chart renderings: no helm binary (set DBOP_HELM or put helm on PATH)");
+        eprintln!(
+            "SKIPPED the chart renderings: no helm binary (set DBOP_HELM or put helm on PATH)"
+        );
     }
     for (origin, objects) in sources {
         let deployments = deployments(&objects);
@@ -1227,8 +1229,16 @@ async fn only_the_serving_pair_is_mounted_and_each_binary_has_its_own_account() 
             Some(1),
             "{origin}: the admission pod runs only the admission server"
         );
-        assert_eq!(str_at(&spec(&admission), "/serviceAccountName"), "db-operator-admission", "{origin}");
-        assert_eq!(str_at(&spec(&reconciler), "/serviceAccountName"), "db-operator-reconciler", "{origin}");
+        assert_eq!(
+            str_at(&spec(&admission), "/serviceAccountName"),
+            "db-operator-admission",
+            "{origin}"
+        );
+        assert_eq!(
+            str_at(&spec(&reconciler), "/serviceAccountName"),
+            "db-operator-reconciler",
+            "{origin}"
+        );
         let secret_volumes = |d: &Value| -> Vec<Value> {
             spec(d)["volumes"]
                 .as_array()
@@ -1238,7 +1248,11 @@ async fn only_the_serving_pair_is_mounted_and_each_binary_has_its_own_account() 
                 .filter(|v| v.get("secret").is_some() || v.get("projected").is_some())
                 .collect()
         };
-        assert_eq!(secret_volumes(&reconciler), Vec::<Value>::new(), "{origin}: reconciler mounts no Secret");
+        assert_eq!(
+            secret_volumes(&reconciler),
+            Vec::<Value>::new(),
+            "{origin}: reconciler mounts no Secret"
+        );
         let volumes = secret_volumes(&admission);
         assert_eq!(volumes.len(), 1, "{origin}: one Secret volume: {volumes:?}");
         let items: Vec<(&str, &str)> = volumes[0]["secret"]["items"]
@@ -1298,7 +1312,10 @@ async fn deletion_finalizers_and_status_pass_while_the_webhook_is_down() {
     // Register both configurations exactly as shipped, except where they point and which
     // namespace they intercept.
     let mut registered: Vec<(ApiResource, String)> = Vec::new();
-    for file in ["deploy/webhooks/validating.yaml", "deploy/webhooks/mutating.yaml"] {
+    for file in [
+        "deploy/webhooks/validating.yaml",
+        "deploy/webhooks/mutating.yaml",
+    ] {
         for mut object in objects(cluster, "-f", &repo_root().join(file)) {
             let name = format!("{}-{}", str_at(&object, "/metadata/name"), ns.name());
             object["metadata"]["name"] = Value::from(name.clone());
