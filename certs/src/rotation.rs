@@ -4,11 +4,15 @@
 //!
 //! Phases (stored as an annotation on the Secret):
 //!
-//! * `Stable`: `ca` signs `leaf`; the bundle is `[ca]`.
-//!   - leaf expiring within `leaf_renew_before`, invalid, or forced: **IssueLeaf** from `ca`
-//!     (the CA and the bundle are untouched, so the API server trusts the new leaf at once).
+//! * `Stable`: `ca` signs `leaf`; the bundle is `[ca]`. In this order:
+//!   - leaf missing, invalid or lacking a name: **IssueLeaf** from `ca`.
 //!   - CA expiring within `ca_renew_before`, or forced: **StartCaRotation**: generate `next_ca`,
 //!     bundle becomes `[ca, next_ca]`, phase `BundlePublished`. The leaf is still from `ca`.
+//!   - leaf expiring within `leaf_renew_before`: **IssueLeaf** from `ca` (the CA and the bundle
+//!     are untouched, so the API server trusts the new leaf at once) — unless `ca` cannot give
+//!     a new leaf more than the renew window (leaves are capped at the CA's expiry); then
+//!     **StartCaRotation**. Checking the leaf first would reissue it forever (the livelock).
+//!   - forced leaf: **IssueLeaf**.
 //! * `BundlePublished`: wait until the bundle with both CAs is injected everywhere (the manager
 //!   reports it) and `bundle_propagation` has passed since the phase began (time for every API
 //!   server to load the new webhook configuration); then **PromoteNextCa**: issue the leaf from
@@ -19,8 +23,10 @@
 //!   the new leaf" — replicas that do not are also unready, see `manager::Readiness`):
 //!   **DropOldCa**: bundle becomes `[ca]`, phase `Stable`.
 //!
-//! Repairs: no Secret or no usable CA: **Create** everything anew (a new CA cannot be avoided:
-//! the old key is gone). A bundle missing the current CA (or `next_ca` during rotation):
+//! Repairs: no Secret: **Create** everything anew. No usable CA (unparsable, key missing or
+//! mismatched, expired) while the bundle holds a live CA: **RecoverCa** — a new `next_ca`
+//! beside the live old CAs, phase `BundlePublished`, then the usual promotion and drop (the
+//! served leaf stays trusted throughout); with nothing trusted left: **Create**. A bundle missing the current CA (or `next_ca` during rotation):
 //! **RepairBundle**. `next_ca` lost during `BundlePublished`: **AbortCaRotation** back to
 //! `Stable`; the lookahead restarts it.
 
