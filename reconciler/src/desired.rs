@@ -237,6 +237,22 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
+/// What every pod of a Database shares, server and backup alike: the user's placement, the
+/// non-root security context, no service links, and no ServiceAccount token (a database server
+/// or dump has no business with the Kubernetes API).
+fn pod_base(scheduling: &api::v1::Scheduling) -> PodSpec {
+    PodSpec {
+        node_selector: scheduling.node_selector.clone(),
+        tolerations: scheduling.tolerations.clone(),
+        affinity: scheduling.affinity.clone(),
+        topology_spread_constraints: scheduling.topology_spread_constraints.clone(),
+        security_context: Some(pod_security_context()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        ..Default::default()
+    }
+}
+
 fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
@@ -378,18 +394,7 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    node_selector: resolved.scheduling.node_selector.clone(),
-                    tolerations: resolved.scheduling.tolerations.clone(),
-                    affinity: resolved.scheduling.affinity.clone(),
-                    topology_spread_constraints: resolved
-                        .scheduling
-                        .topology_spread_constraints
-                        .clone(),
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
-                    security_context: Some(pod_security_context()),
-                    // A database server has no business with the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
                     containers: vec![container],
                     volumes: Some(vec![
                         Volume {
@@ -403,7 +408,7 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
                         empty_dir(TMP_VOLUME),
                         empty_dir(RUN_VOLUME),
                     ]),
-                    ..Default::default()
+                    ..pod_base(&resolved.scheduling)
                 }),
             },
             volume_claim_templates: Some(vec![data_claim_template(&p.name, resolved)]),
@@ -520,17 +525,7 @@ pub fn desired_backup_cronjob(
                             ..Default::default()
                         }),
                         spec: Some(PodSpec {
-                            node_selector: resolved.scheduling.node_selector.clone(),
-                            tolerations: resolved.scheduling.tolerations.clone(),
-                            affinity: resolved.scheduling.affinity.clone(),
-                            topology_spread_constraints: resolved
-                                .scheduling
-                                .topology_spread_constraints
-                                .clone(),
                             restart_policy: Some("OnFailure".to_owned()),
-                            security_context: Some(pod_security_context()),
-                            automount_service_account_token: Some(false),
-                            enable_service_links: Some(false),
                             containers: vec![container],
                             volumes: Some(vec![
                                 Volume {
@@ -545,7 +540,7 @@ pub fn desired_backup_cronjob(
                                 },
                                 empty_dir(TMP_VOLUME),
                             ]),
-                            ..Default::default()
+                            ..pod_base(&resolved.scheduling)
                         }),
                     },
                     ..Default::default()
