@@ -35,20 +35,17 @@ pub enum Command {
     DevCert(DevCertArgs),
 }
 
-/// Parses `15s`, `500ms`, `2m` or a bare number of seconds.
+/// The one duration syntax of this binary (shared with the `certs` flags): an integer with
+/// `ms`, `s`, `m`, `h` or `d` (`500ms`, `9s`, `2m`, `90d`), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}; use e.g. 15s, 500ms, 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration unit in {s:?}; use ms, s or m")),
+    certs::config::parse_duration(s)
+}
+
+/// A count of at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
     }
 }
 
@@ -95,12 +92,37 @@ pub struct ServeArgs {
     /// Time allowed for HTTP/1 request headers.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
-    /// Time allowed for receiving a request body.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Time allowed for receiving a request body (within --request-timeout).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
-    /// Time allowed for a whole webhook request.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// Time allowed for a whole webhook request, body included; answered 503 beyond it. Keep
+    /// it below the webhook configurations' `timeoutSeconds` (10 in the install) so the API
+    /// server gets our answer rather than its own timeout.
+    #[arg(long, default_value = "9s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Reviews admitted at once (reading, queued or evaluating); one more is answered 429 with
+    /// `Retry-After: 1` before its body is read.
+    #[arg(long, default_value_t = 32, value_parser = positive)]
+    pub max_in_flight: usize,
+    /// Body bytes of the reviews admitted at once (declared Content-Length, or
+    /// --max-body-bytes when undeclared); beyond it 429. At least --max-body-bytes.
+    #[arg(long, default_value_t = 24 * 1024 * 1024)]
+    pub max_in_flight_bytes: usize,
+    /// Reviews decoded and evaluated at once on the blocking pool (default: one per core, at
+    /// least 2).
+    #[arg(long, value_parser = positive)]
+    pub review_workers: Option<usize>,
+    /// Open connections at once; beyond it a new connection is accepted and closed at once.
+    #[arg(long, default_value_t = 256, value_parser = positive)]
+    pub max_connections: usize,
+    /// Close a connection that has had no request in flight for this long (HTTP/1.1
+    /// keep-alive and HTTP/2, the latter with GOAWAY; the API server reconnects).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Close a connection whose first request has not arrived this long after it was accepted
+    /// (TLS handshake included).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub first_request_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -145,6 +167,14 @@ impl ServeArgs {
             body_read_timeout: self.body_read_timeout,
             request_timeout: self.request_timeout,
             shutdown_grace: self.shutdown_grace,
+            max_in_flight: self.max_in_flight,
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            review_workers: self
+                .review_workers
+                .unwrap_or_else(crate::router::default_review_workers),
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            first_request_timeout: self.first_request_timeout,
         }
     }
 }
@@ -213,7 +243,8 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("7h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("7w").is_err());
         assert!(parse_duration("abc").is_err());
     }
 

@@ -18,14 +18,19 @@
 //!   violation; `details.causes` carries one entry per field.
 //! - HTTP 200, `allowed: true`, untouched: DELETE and CONNECT, and subresources (status).
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation as AdmissionOperation};
 use kube::core::response::{StatusCause, StatusDetails};
-use kube::core::{DynamicObject, Status, TypeMeta};
+use kube::core::{Status, TypeMeta};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use api::catalog::Catalog;
-use api::defaulting::{default_patch, DefaultingContext};
+use api::defaulting::{default_patch, default_patch_on_update, DefaultingContext};
 use api::v1::Database;
 
 use crate::namespaces::NamespaceCache;
@@ -78,11 +83,59 @@ pub struct Decided {
     pub warnings: usize,
 }
 
-/// A request split into its typed envelope and the raw objects.
-struct Parsed {
-    request: AdmissionRequest<DynamicObject>,
-    object: Option<Value>,
-    old_object: Option<Value>,
+/// The typed request without its objects: `object`/`oldObject` deserialize as [`Skipped`], so
+/// the envelope costs no allocation per byte of the objects.
+type Request = AdmissionRequest<Skipped>;
+
+/// A review's `object` slot consumed without building anything (the raw JSON is kept in
+/// [`Parsed`] instead). Implements `Resource` only because `AdmissionRequest` requires it.
+#[derive(Clone, Debug, Default)]
+pub struct Skipped {
+    meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer)?;
+        Ok(Skipped::default())
+    }
+}
+
+impl Serialize for Skipped {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+impl kube::Resource for Skipped {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(KIND)
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(GROUP)
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(RESOURCE)
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.meta
+    }
+}
+
+/// A request split into its typed envelope and the raw objects, which borrow from the body:
+/// nothing of the objects is copied or turned into a `serde_json::Value` tree here.
+struct Parsed<'a> {
+    request: Request,
+    object: Option<&'a RawValue>,
+    old_object: Option<&'a RawValue>,
 }
 
 /// Decodes `body`, decides with the `api` rules, and encodes the response review.
@@ -115,53 +168,139 @@ pub fn review(
     })
 }
 
-fn parse(body: &[u8]) -> Result<Parsed, BadReview> {
-    let mut review: Value = serde_json::from_slice(body).map_err(BadReview::NotJson)?;
-    let envelope = review.as_object_mut().ok_or(BadReview::NotAnObject)?;
-    let field = |name: &str| {
-        envelope
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (api_version, kind) = (field("apiVersion"), field("kind"));
+/// The top level of an AdmissionReview, every member kept raw.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, rename = "apiVersion")]
+    api_version: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
+}
+
+/// The objects of `request`, kept raw; every other member is skipped.
+#[derive(Deserialize)]
+struct Objects<'a> {
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "oldObject")]
+    old_object: Option<&'a RawValue>,
+}
+
+fn is_json_object(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('{')
+}
+
+/// A JSON string member as a `String`; anything else (or absent) is empty, as before.
+fn raw_str(raw: Option<&RawValue>) -> String {
+    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+        .unwrap_or_default()
+}
+
+fn parse(body: &[u8]) -> Result<Parsed<'_>, BadReview> {
+    // One pass validates the whole body as JSON without building anything.
+    let whole: &RawValue = serde_json::from_slice(body).map_err(BadReview::NotJson)?;
+    if !is_json_object(whole) {
+        return Err(BadReview::NotAnObject);
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(whole.get())
+        .map_err(|e| BadReview::MalformedRequest(e.to_string()))?;
+    let (api_version, kind) = (raw_str(envelope.api_version), raw_str(envelope.kind));
     if api_version != REVIEW_API_VERSION || kind != REVIEW_KIND {
         return Err(BadReview::WrongEnvelope { api_version, kind });
     }
-    let mut request = match envelope.remove("request") {
-        None | Some(Value::Null) => return Err(BadReview::MissingRequest),
+    let request = match envelope.request {
+        None => return Err(BadReview::MissingRequest),
+        Some(r) if r.get().trim() == "null" => return Err(BadReview::MissingRequest),
         Some(r) => r,
     };
-    let fields = request
-        .as_object_mut()
-        .ok_or_else(|| BadReview::MalformedRequest("request must be a JSON object".to_owned()))?;
-    let object = take_object(fields, "object")?;
-    let old_object = take_object(fields, "oldObject")?;
-    let mut request: AdmissionRequest<DynamicObject> =
-        serde_json::from_value(request).map_err(|e| BadReview::MalformedRequest(e.to_string()))?;
+    if !is_json_object(request) {
+        return Err(BadReview::MalformedRequest(
+            "request must be a JSON object".to_owned(),
+        ));
+    }
+    let objects: Objects<'_> = serde_json::from_str(request.get())
+        .map_err(|e| BadReview::MalformedRequest(e.to_string()))?;
+    for (key, raw) in [
+        ("object", objects.object),
+        ("oldObject", objects.old_object),
+    ] {
+        if raw.is_some_and(|r| !is_json_object(r)) {
+            return Err(BadReview::MalformedRequest(format!(
+                "request.{key} must be a JSON object"
+            )));
+        }
+    }
+    let mut request: Request = serde_json::from_str(request.get())
+        .map_err(|e| BadReview::MalformedRequest(e.to_string()))?;
     request.types = TypeMeta {
         api_version: REVIEW_API_VERSION.to_owned(),
         kind: REVIEW_KIND.to_owned(),
     };
     Ok(Parsed {
         request,
-        object,
-        old_object,
+        object: objects.object,
+        old_object: objects.old_object,
     })
 }
 
-/// Removes `request.<key>`; null and absent are `None`, anything but an object is an error.
-fn take_object(
-    fields: &mut serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Option<Value>, BadReview> {
-    match fields.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(_) => Err(BadReview::MalformedRequest(format!(
-            "request.{key} must be a JSON object"
-        ))),
+/// The member at `path` of a raw JSON object, found by skipping everything else (no tree is
+/// built). `None` when absent or when something on the way is not an object.
+fn lookup<'a>(raw: &'a RawValue, path: &[&str]) -> Option<&'a RawValue> {
+    let mut node = raw;
+    for key in path {
+        let mut de = serde_json::Deserializer::from_str(node.get());
+        node = FindMember(key).deserialize(&mut de).ok().flatten()?;
+    }
+    Some(node)
+}
+
+/// Seeks one member of a JSON object (first occurrence wins).
+struct FindMember<'k>(&'k str);
+
+/// Whether a map key equals the wanted name (escaped keys are compared unescaped).
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for FindMember<'_> {
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FindMember<'_> {
+    type Value = Option<&'de RawValue>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(matches) = map.next_key_seed(KeyIs(self.0))? {
+            if matches && found.is_none() {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -174,38 +313,31 @@ fn operation_name(op: &AdmissionOperation) -> &'static str {
     }
 }
 
-fn object_name(parsed: &Parsed) -> String {
+fn object_name(parsed: &Parsed<'_>) -> String {
     if !parsed.request.name.is_empty() {
         return parsed.request.name.clone();
     }
-    parsed
-        .object
-        .as_ref()
-        .or(parsed.old_object.as_ref())
-        .and_then(|o| o.pointer("/metadata/name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+    raw_str(
+        parsed
+            .object
+            .or(parsed.old_object)
+            .and_then(|o| lookup(o, &["metadata", "name"])),
+    )
 }
 
-fn deny(
-    req: &AdmissionRequest<DynamicObject>,
-    code: u16,
-    reason: &str,
-    message: &str,
-) -> AdmissionResponse {
+fn deny(req: &Request, code: u16, reason: &str, message: &str) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(req);
     response.allowed = false;
     response.result = Status::failure(message, reason).with_code(code);
     response
 }
 
-fn bad_request(req: &AdmissionRequest<DynamicObject>, message: &str) -> AdmissionResponse {
+fn bad_request(req: &Request, message: &str) -> AdmissionResponse {
     deny(req, 400, "BadRequest", message)
 }
 
 /// The checks shared by both webhooks before any rule runs. `Some` is the final answer.
-fn preflight(parsed: &Parsed) -> Option<AdmissionResponse> {
+fn preflight(parsed: &Parsed<'_>) -> Option<AdmissionResponse> {
     let req = &parsed.request;
     if req.kind.group != GROUP || req.kind.kind != KIND || req.resource.resource != RESOURCE {
         let group = if req.kind.group.is_empty() {
@@ -246,39 +378,37 @@ fn preflight(parsed: &Parsed) -> Option<AdmissionResponse> {
     None
 }
 
-fn api_version_of(object: &Value) -> &str {
-    object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+fn api_version_of(object: &RawValue) -> String {
+    raw_str(lookup(object, &["apiVersion"]))
 }
 
-/// Reads a raw object of any served version as the v1 hub type.
-fn hub_database(object: &Value, which: &str) -> Result<Database, String> {
-    let api_version = api_version_of(object);
-    let hub = if api_version == HUB_API_VERSION {
-        object.clone()
-    } else {
-        api::conversion::convert(object.clone(), HUB_API_VERSION)
-            .map_err(|e| format!("{which} cannot be converted to {HUB_API_VERSION}: {e}"))?
-    };
-    serde_json::from_value(hub)
-        .map_err(|e| format!("{which} is not a valid {HUB_API_VERSION} Database: {e}"))
+/// Reads a raw object of any served version as the v1 hub type: a v1 object is deserialized
+/// straight from its text; other versions go through one `Value` for the conversion.
+fn hub_database(object: &RawValue, which: &str) -> Result<Database, String> {
+    let invalid =
+        |e: serde_json::Error| format!("{which} is not a valid {HUB_API_VERSION} Database: {e}");
+    if api_version_of(object) == HUB_API_VERSION {
+        return serde_json::from_str(object.get()).map_err(invalid);
+    }
+    let value: Value = serde_json::from_str(object.get()).map_err(invalid)?;
+    let hub = api::conversion::convert(value, HUB_API_VERSION)
+        .map_err(|e| format!("{which} cannot be converted to {HUB_API_VERSION}: {e}"))?;
+    serde_json::from_value(hub).map_err(invalid)
 }
 
-fn decide_validate(parsed: &Parsed, catalog: &Catalog) -> AdmissionResponse {
+fn decide_validate(parsed: &Parsed<'_>, catalog: &Catalog) -> AdmissionResponse {
     if let Some(answer) = preflight(parsed) {
         return answer;
     }
     let req = &parsed.request;
-    let (Some(object), old_object) = (&parsed.object, &parsed.old_object) else {
+    let (Some(object), old_object) = (parsed.object, parsed.old_object) else {
         return bad_request(req, "review carries no request.object");
     };
     let new = match hub_database(object, "object") {
         Ok(db) => db,
         Err(message) => return deny(req, 422, "Invalid", &message),
     };
-    let old = match old_object.as_ref().map(|o| hub_database(o, "oldObject")) {
+    let old = match old_object.map(|o| hub_database(o, "oldObject")) {
         None => None,
         Some(Ok(db)) => Some(db),
         Some(Err(message)) => return deny(req, 422, "Invalid", &message),
@@ -315,7 +445,7 @@ fn decide_validate(parsed: &Parsed, catalog: &Catalog) -> AdmissionResponse {
 }
 
 fn decide_mutate(
-    parsed: &Parsed,
+    parsed: &Parsed<'_>,
     catalog: &Catalog,
     namespaces: &NamespaceCache,
 ) -> (AdmissionResponse, Option<json_patch::Patch>) {
@@ -323,7 +453,7 @@ fn decide_mutate(
         return (answer, None);
     }
     let req = &parsed.request;
-    let Some(object) = &parsed.object else {
+    let Some(object) = parsed.object else {
         return (bad_request(req, "review carries no request.object"), None);
     };
     let api_version = api_version_of(object);
@@ -338,10 +468,38 @@ fn decide_mutate(
             None,
         );
     }
+    // Defaulting patches the raw JSON the API server sent (unknown fields included), so it
+    // needs the object as a `Value`: one tree, built here from the borrowed text.
+    // The error is the finished answer, returned once per request: its size does not matter.
+    #[allow(clippy::result_large_err)]
+    let tree = |raw: &RawValue, which: &str| {
+        serde_json::from_str::<Value>(raw.get()).map_err(|e| {
+            deny(
+                req,
+                422,
+                "Invalid",
+                &format!("{which} is not usable JSON: {e}"),
+            )
+        })
+    };
+    let object = match tree(object, "object") {
+        Ok(v) => v,
+        Err(answer) => return (answer, None),
+    };
     let ctx = DefaultingContext {
         production_namespace: namespaces.production_namespace(req.namespace.as_deref()),
     };
-    let patch = default_patch(object, catalog, &ctx);
+    // On UPDATE an absent field keeps its stored value, never the CREATE default.
+    let patch = match (
+        req.operation == AdmissionOperation::Update,
+        parsed.old_object,
+    ) {
+        (true, Some(old)) => match tree(old, "oldObject") {
+            Ok(old) => default_patch_on_update(&object, &old, catalog, &ctx),
+            Err(answer) => return (answer, None),
+        },
+        _ => default_patch(&object, catalog, &ctx),
+    };
     let response = AdmissionResponse::from(req);
     if patch.0.is_empty() {
         (response, None)

@@ -13,15 +13,24 @@
 //! | body not received within the body timeout   | 408    |
 //! | not an AdmissionReview / ConversionReview   | 400 + message |
 //! | whole request over the request timeout      | 503    |
+//! | more reviews (or review bytes) in flight than allowed | 429 + `Retry-After` |
+//!
+//! Work is bounded: at most [`Limits::max_in_flight`] reviews (and
+//! [`Limits::max_in_flight_bytes`] of their bodies) are admitted at once; beyond that a review is
+//! answered 429 at once, before its body is read. Decoding and rule evaluation run on tokio's
+//! blocking pool, at most [`Limits::review_workers`] at a time, so the async workers that serve
+//! `/healthz`, TLS and HTTP never run CPU-heavy work.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use api::catalog::Catalog;
 
@@ -45,6 +54,26 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight requests before dropping connections.
     pub shutdown_grace: Duration,
+    /// Reviews (validate, mutate, convert) admitted at once, reading, queued or evaluating;
+    /// one more is answered 429 before its body is read.
+    pub max_in_flight: usize,
+    /// Body bytes (declared `Content-Length`, or `max_body_bytes` when not declared) of the
+    /// reviews admitted at once; beyond it 429. Never below `max_body_bytes`.
+    pub max_in_flight_bytes: usize,
+    /// Reviews decoded and evaluated at once on the blocking pool (the CPU-heavy part).
+    pub review_workers: usize,
+    /// Open connections at once; a connection beyond it is accepted and closed at once.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive,
+    /// HTTP/2 with GOAWAY; the API server reconnects on its next call).
+    pub idle_timeout: Duration,
+    /// Time from accepting a connection to its first request (TLS handshake included).
+    pub first_request_timeout: Duration,
+}
+
+/// Default number of review workers: one per core, at least 2.
+pub fn default_review_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 impl Default for Limits {
@@ -53,9 +82,15 @@ impl Default for Limits {
             max_body_bytes: 3 * 1024 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(15),
+            body_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(9),
             shutdown_grace: Duration::from_secs(25),
+            max_in_flight: 32,
+            max_in_flight_bytes: 24 * 1024 * 1024,
+            review_workers: default_review_workers(),
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(120),
+            first_request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -70,6 +105,13 @@ pub struct Admission {
     draining: std::sync::atomic::AtomicBool,
     /// Extra readiness condition (managed certificates: `certs::Readiness::check`).
     readiness_check: Option<ReadinessCheck>,
+    /// One permit per review admitted ([`Limits::max_in_flight`]).
+    in_flight: Arc<Semaphore>,
+    /// One permit per KiB of review body admitted ([`Limits::max_in_flight_bytes`]).
+    in_flight_kib: Arc<Semaphore>,
+    in_flight_kib_total: usize,
+    /// One permit per review being decoded/evaluated ([`Limits::review_workers`]).
+    workers: Arc<Semaphore>,
 }
 
 /// A readiness condition besides the namespace cache; `Err` says why not ready.
@@ -86,14 +128,24 @@ impl std::fmt::Debug for Admission {
 
 impl Admission {
     pub fn new(catalog: Catalog, namespaces: NamespaceCache, limits: Limits) -> Self {
+        let kib_total = kib(limits.max_in_flight_bytes.max(limits.max_body_bytes));
         Admission {
             catalog,
             namespaces,
             metrics: Metrics::new(),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            in_flight_kib: Arc::new(Semaphore::new(kib_total)),
+            in_flight_kib_total: kib_total,
+            workers: Arc::new(Semaphore::new(limits.review_workers.max(1))),
             limits,
             draining: std::sync::atomic::AtomicBool::new(false),
             readiness_check: None,
         }
+    }
+
+    /// Reviews admitted right now (reading, queued or evaluating).
+    pub fn reviews_in_flight(&self) -> usize {
+        self.limits.max_in_flight.max(1) - self.in_flight.available_permits()
     }
 
     /// Adds a readiness condition: `/readyz` also requires `check` to pass (with managed
@@ -179,7 +231,7 @@ fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
 }
 
 /// Handles one request. Never fails: every problem is an HTTP status.
-pub async fn handle<B>(app: &Admission, req: Request<B>) -> Response<ResponseBody>
+pub async fn handle<B>(app: &Arc<Admission>, req: Request<B>) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -243,8 +295,87 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024).max(1)
+}
+
+/// 429 with `Retry-After`: the API server (and any client) may try again shortly.
+fn overloaded(message: impl std::fmt::Display) -> Response<ResponseBody> {
+    let mut response = text(StatusCode::TOO_MANY_REQUESTS, message);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The permits a review holds from admission until its evaluation ends (also past a request
+/// timeout: the blocking work cannot be cancelled, so its share stays counted until it returns).
+struct Admitted {
+    _review: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+// The error is the finished HTTP answer, returned once per request.
+#[allow(clippy::result_large_err)]
+fn admit(app: &Admission, declared: Option<u64>) -> Result<Admitted, Response<ResponseBody>> {
+    let Ok(review) = app.in_flight.clone().try_acquire_owned() else {
+        return Err(overloaded(format_args!(
+            "too many reviews in flight (limit {}); retry shortly",
+            app.limits.max_in_flight
+        )));
+    };
+    let bytes = declared.map_or(app.limits.max_body_bytes, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    });
+    let want = kib(bytes).min(app.in_flight_kib_total);
+    let Some(bytes) = u32::try_from(want)
+        .ok()
+        .and_then(|n| app.in_flight_kib.clone().try_acquire_many_owned(n).ok())
+    else {
+        return Err(overloaded(format_args!(
+            "too many review bytes in flight (limit {} bytes); retry shortly",
+            app.in_flight_kib_total * 1024
+        )));
+    };
+    Ok(Admitted {
+        _review: review,
+        _bytes: bytes,
+    })
+}
+
+/// Reads the body into one buffer (sized from `Content-Length` when declared), at most `max`.
+async fn read_body<B>(
+    body: B,
+    declared: Option<u64>,
+    max: usize,
+) -> Result<Vec<u8>, Response<ResponseBody>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max).min(max));
+    let mut buf = Vec::with_capacity(capacity);
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            text(
+                StatusCode::BAD_REQUEST,
+                format_args!("failed to read request body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(too_large(max));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
 async fn webhook<B>(
-    app: &Admission,
+    app: &Arc<Admission>,
     operation: Operation,
     req: Request<B>,
     start: Instant,
@@ -272,22 +403,25 @@ where
     if declared.is_some_and(|len| len > max as u64) {
         return error(too_large(max));
     }
+    let admitted = match admit(app, declared) {
+        Ok(admitted) => admitted,
+        Err(response) => {
+            tracing::warn!(
+                webhook = operation.as_str(),
+                in_flight = app.reviews_in_flight(),
+                "review refused: server at its in-flight limit"
+            );
+            return error(response);
+        }
+    };
     let body = match tokio::time::timeout(
         app.limits.body_read_timeout,
-        Limited::new(req.into_body(), max).collect(),
+        read_body(req.into_body(), declared, max),
     )
     .await
     {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return error(too_large(max))
-        }
-        Ok(Err(e)) => {
-            return error(text(
-                StatusCode::BAD_REQUEST,
-                format_args!("failed to read request body: {e}"),
-            ))
-        }
+        Ok(Ok(body)) => body,
+        Ok(Err(response)) => return error(response),
         Err(_) => {
             return error(text(
                 StatusCode::REQUEST_TIMEOUT,
@@ -295,10 +429,35 @@ where
             ))
         }
     };
+    // Queue for a worker; the queue is bounded by the in-flight limit above.
+    let Ok(worker) = app.workers.clone().acquire_owned().await else {
+        return error(text(StatusCode::SERVICE_UNAVAILABLE, "server is stopping"));
+    };
+    let task_app = app.clone();
+    let evaluated = tokio::task::spawn_blocking(move || {
+        let _held = (worker, admitted);
+        answer(&task_app, operation, &body, start)
+    })
+    .await;
+    match evaluated {
+        Ok(done) => done,
+        Err(_) => internal_error(operation.as_str()),
+    }
+}
+
+/// Decodes and decides one webhook body: the synchronous, CPU-bound part of `/validate`,
+/// `/mutate` and `/convert`, run on the blocking pool by the server and called directly by
+/// the fuzz targets. Panics in the rules become a 500 for this request.
+pub fn answer(
+    app: &Admission,
+    operation: Operation,
+    body: &[u8],
+    start: Instant,
+) -> (Response<ResponseBody>, Decision) {
     match operation {
-        Operation::Validate => admission(app, Webhook::Validate, &body, start),
-        Operation::Mutate => admission(app, Webhook::Mutate, &body, start),
-        Operation::Convert => convert(&body, start),
+        Operation::Validate => admission(app, Webhook::Validate, body, start),
+        Operation::Mutate => admission(app, Webhook::Mutate, body, start),
+        Operation::Convert => convert(body, start),
     }
 }
 

@@ -3,21 +3,22 @@
 //! Modelled on linkerd2's policy-controller (kubert): TLS material is validated before binding
 //! (see [`crate::tls`]), certificates come from a `ResolvesServerCert` so rotation needs no
 //! restart, hyper-util's auto builder serves HTTP/1.1 (keep-alive) and HTTP/2 (ALPN `h2`), and
-//! shutdown stops accepting, lets in-flight requests finish, then closes connections.
+//! shutdown stops accepting, lets in-flight requests finish, then closes connections. Every
+//! connection is bounded in number and in idle time (see [`serve`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::router::{self, Admission};
@@ -48,8 +49,75 @@ fn http_builder(app: &Admission) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Request activity of one connection, for closing it when idle.
+struct Activity {
+    epoch: Instant,
+    /// Requests being answered on this connection.
+    busy: AtomicUsize,
+    /// Milliseconds after `epoch` when the connection last became idle.
+    idle_since_ms: AtomicU64,
+    /// Whether a request has ever arrived.
+    served: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            epoch: Instant::now(),
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            served: AtomicBool::new(false),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.served.store(true, Ordering::Relaxed);
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(self.clone())
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle` (or for `first`
+    /// before any request arrived).
+    async fn idle_for(&self, first: Duration, idle: Duration) {
+        loop {
+            let limit = if self.served.load(Ordering::Relaxed) {
+                idle
+            } else {
+                first
+            };
+            let deadline = if self.busy.load(Ordering::Acquire) > 0 {
+                Instant::now() + limit
+            } else {
+                let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+                self.epoch + since + limit
+            };
+            if deadline <= Instant::now() && self.busy.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// Held while a request is answered; marks the connection idle from the moment it drops.
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let now = self.0.epoch.elapsed().as_millis() as u64;
+        self.0.idle_since_ms.store(now, Ordering::Release);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves until `shutdown` resolves, then drains: no new connections, in-flight requests
 /// finish (bounded by `Limits::shutdown_grace`), idle keep-alive connections are closed.
+///
+/// Connections are bounded: at most `Limits::max_connections` open (one more is accepted and
+/// closed at once), the TLS handshake within `Limits::tls_handshake_timeout`, the first request
+/// within `Limits::first_request_timeout` of the accept, and a connection with no request in
+/// flight for `Limits::idle_timeout` is closed gracefully (HTTP/2: GOAWAY, so the API server
+/// opens a new one for its next call). Connections with requests keep going however long.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -58,7 +126,9 @@ pub async fn serve(
 ) -> Result<(), crate::Error> {
     let acceptor = TlsAcceptor::from(tls);
     let builder = Arc::new(http_builder(&app));
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(app.limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
     match listener.local_addr() {
         Ok(addr) => tracing::info!(listen = %addr, "admission server listening"),
         Err(error) => tracing::warn!(%error, "admission server listening on an unknown address"),
@@ -68,6 +138,7 @@ pub async fn serve(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
                     Ok(pair) => pair,
@@ -78,59 +149,112 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = app.limits.max_connections, "connection limit reached; closing new connection");
+                    drop(tcp);
+                    continue;
+                };
                 if let Err(error) = tcp.set_nodelay(true) {
                     tracing::debug!(%error, %peer, "set_nodelay failed");
                 }
-                let watcher = graceful.watcher();
                 let acceptor = acceptor.clone();
                 let builder = builder.clone();
                 let app = app.clone();
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        app.limits.tls_handshake_timeout,
-                        acceptor.accept(tcp),
-                    );
-                    let tls = match handshake.await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let service = service_fn(move |req| {
-                        let app = app.clone();
-                        async move { Ok::<_, Infallible>(router::handle(&app, req).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(tls), service);
-                    if let Err(error) = watcher.watch(conn).await {
-                        tracing::debug!(%error, %peer, "connection closed with error");
-                    }
+                let stop = stop_rx.clone();
+                connections.spawn(async move {
+                    let _slot = slot;
+                    serve_connection(tcp, peer, acceptor, &builder, app, stop).await;
                 });
             }
         }
     }
     drop(listener);
-    let open = graceful.count();
+    let _ = stop_tx.send(true);
     tracing::info!(
-        connections = open,
+        connections = connections.len(),
         "shutting down: draining in-flight requests"
     );
     let grace = app.limits.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             grace_s = grace.as_secs(),
+            connections = connections.len(),
             "shutdown grace period over; dropping remaining connections"
         );
+        connections.shutdown().await;
     }
     tracing::info!("admission server stopped");
     Ok(())
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    builder: &auto::Builder<TokioExecutor>,
+    app: Arc<Admission>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let activity = Activity::new();
+    let limits = app.limits.clone();
+    let handshake = tokio::time::timeout(
+        limits
+            .tls_handshake_timeout
+            .min(limits.first_request_timeout),
+        acceptor.accept(tcp),
+    );
+    let tls = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %peer, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stop.wait_for(|stop| *stop) => return,
+    };
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let app = app.clone();
+            let guard = activity.begin();
+            async move {
+                let response = router::handle(&app, req).await;
+                drop(guard);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, %peer, "connection closed with error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|stop| *stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.idle_for(limits.first_request_timeout, limits.idle_timeout), if !closing => {
+                tracing::debug!(%peer, "closing idle connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
 }
 
 /// A server running on a background task (tests, the benchmark, embedding).

@@ -437,11 +437,11 @@ async fn graceful_shutdown_closes_idle_keep_alive_connections_promptly() {
 
 #[tokio::test]
 async fn readiness_fails_once_draining_begins() {
-    let app = admission::Admission::new(
+    let app = std::sync::Arc::new(admission::Admission::new(
         api::catalog::Catalog::builtin(),
         NamespaceCache::Disabled,
         Limits::default(),
-    );
+    ));
     let probe = || {
         http::Request::get("/readyz")
             .body(http_body_util::Empty::<Bytes>::new())
