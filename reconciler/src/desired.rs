@@ -342,6 +342,9 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
         resources: resolved.resources.clone(),
         readiness_probe: Some(engine::readiness_probe(eng)),
         liveness_probe: Some(engine::liveness_probe(eng)),
+        // A server that exits at start leaves its last log lines (the FATAL) as the termination
+        // message, which the status quotes when the rollout stalls.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: DATA_VOLUME.to_owned(),

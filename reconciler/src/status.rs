@@ -86,6 +86,66 @@ fn is_pod_ready(pod: &Pod) -> Option<(bool, Option<Timestamp>)> {
 pub struct Stall {
     pub pod: String,
     pub waited_secs: u64,
+    /// What the kubelet says about the pod's unready containers (waiting reason, last exit code
+    /// and termination message), when it says anything.
+    pub why: Option<String>,
+}
+
+/// Longest termination message quoted in a status message (the kubelet keeps up to 4 KiB).
+const MAX_QUOTED_MESSAGE: usize = 300;
+
+/// Why a pod's containers are not ready, from its container statuses: for each unready
+/// container its waiting reason (`CrashLoopBackOff`, `ImagePullBackOff`, ...) and the last
+/// termination's exit code and message (the server's own last log lines with
+/// `terminationMessagePolicy: FallbackToLogsOnError`).
+pub fn unready_reason(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let parts: Vec<String> = statuses
+        .iter()
+        .filter(|c| !c.ready)
+        .filter_map(|c| {
+            let mut part = Vec::new();
+            if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                if let Some(reason) = w.reason.as_deref() {
+                    part.push(reason.to_owned());
+                }
+                if let Some(m) = w.message.as_deref().filter(|m| !m.is_empty()) {
+                    part.push(quote(m));
+                }
+            }
+            let terminated = c
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
+            if let Some(t) = terminated {
+                part.push(format!("last exit code {}", t.exit_code));
+                if let Some(m) = t.message.as_deref().filter(|m| !m.trim().is_empty()) {
+                    part.push(quote(m));
+                }
+            }
+            (!part.is_empty()).then(|| format!("container {}: {}", c.name, part.join(", ")))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// A one-line excerpt of a (multi-line) message: its last lines, at most
+/// [`MAX_QUOTED_MESSAGE`] characters.
+fn quote(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_QUOTED_MESSAGE {
+        format!("\"{line}\"")
+    } else {
+        let tail: String = chars[chars.len() - MAX_QUOTED_MESSAGE..].iter().collect();
+        format!("\"...{tail}\"")
+    }
 }
 
 /// Finds a pod already moved to the update revision that has not become Ready within
@@ -97,7 +157,7 @@ pub fn stalled_pod(
     now: Timestamp,
 ) -> Option<Stall> {
     let update_revision = update_revision?;
-    let mut stalled: Vec<(String, u64)> = pods
+    let mut stalled: Vec<(String, u64, Option<String>)> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
@@ -119,19 +179,33 @@ pub fn stalled_pod(
                 (c, t) => c.or(t),
             }?;
             let waited = now.duration_since(since).as_secs().max(0) as u64;
-            (waited >= timeout.as_secs())
-                .then(|| (p.metadata.name.clone().unwrap_or_default(), waited))
+            (waited >= timeout.as_secs()).then(|| {
+                (
+                    p.metadata.name.clone().unwrap_or_default(),
+                    waited,
+                    unready_reason(p),
+                )
+            })
         })
         .collect();
     stalled.sort();
-    let (pod, waited_secs) = stalled.into_iter().next()?;
-    Some(Stall { pod, waited_secs })
+    let (pod, waited_secs, why) = stalled.into_iter().next()?;
+    Some(Stall {
+        pod,
+        waited_secs,
+        why,
+    })
 }
 
 /// The stalled-rollout message, as used by [`stalled_rollout`].
 pub fn stall_message(stall: &Stall, timeout: Duration) -> String {
+    let why = stall
+        .why
+        .as_deref()
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
     format!(
-        "rolling update paused: updated pod {} has not become Ready for {}s (limit {}s); \
+        "rolling update paused: updated pod {} has not become Ready for {}s (limit {}s){why}; \
          no further pods are updated until the pod template changes (fix or revert \
          spec.version, spec.config or spec.resources)",
         stall.pod,
@@ -586,6 +660,82 @@ mod tests {
     }
 
     #[test]
+    fn unready_containers_are_explained_from_their_statuses() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+        };
+        let status = |name: &str, ready: bool, waiting: Option<&str>, last: Option<(i32, &str)>| {
+            ContainerStatus {
+                name: name.to_owned(),
+                ready,
+                state: waiting.map(|r| ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(r.to_owned()),
+                        message: None,
+                    }),
+                    ..Default::default()
+                }),
+                last_state: last.map(|(code, message)| ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: code,
+                        message: Some(message.to_owned()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        };
+        let with = |statuses: Vec<ContainerStatus>| {
+            let mut p = pod("orders-0", "a", false, 0, 0);
+            if let Some(s) = p.status.as_mut() {
+                s.container_statuses = Some(statuses);
+            }
+            p
+        };
+        let long = format!("{}FATAL: the end", "x".repeat(1000));
+        let rows: Vec<(&str, Pod, Option<String>)> =
+            vec![
+            ("no_statuses_says_nothing", pod("orders-0", "a", false, 0, 0), None),
+            (
+                "ready_containers_are_left_out",
+                with(vec![status("postgres", true, None, None)]),
+                None,
+            ),
+            (
+                "crash_loop_quotes_the_last_exit",
+                with(vec![status(
+                    "postgres",
+                    false,
+                    Some("CrashLoopBackOff"),
+                    Some((1, "LOG: starting\nFATAL:  invalid value for parameter \"wal_level\"\n")),
+                )]),
+                Some(
+                    "container postgres: CrashLoopBackOff, last exit code 1, \"LOG: starting | \
+                     FATAL:  invalid value for parameter \"wal_level\"\""
+                        .to_owned(),
+                ),
+            ),
+            (
+                "image_pull_without_a_previous_run",
+                with(vec![status("postgres", false, Some("ErrImageNeverPull"), None)]),
+                Some("container postgres: ErrImageNeverPull".to_owned()),
+            ),
+            (
+                "long_messages_keep_their_end",
+                with(vec![status("postgres", false, None, Some((2, &long)))]),
+                Some(format!(
+                    "container postgres: last exit code 2, \"...{}FATAL: the end\"",
+                    "x".repeat(MAX_QUOTED_MESSAGE - "FATAL: the end".len())
+                )),
+            ),
+        ];
+        for (name, p, want) in rows {
+            assert_eq!(unready_reason(&p), want, "{name}");
+        }
+    }
+
+    #[test]
     fn updated_pod_not_ready_past_timeout_stalls_rollout() {
         let timeout = Duration::from_secs(300);
         let pods = vec![
@@ -609,6 +759,7 @@ mod tests {
         let stall = Stall {
             pod: "orders-2".to_owned(),
             waited_secs: 400,
+            why: None,
         };
         let rows = [
             (

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::catalog::Catalog;
-use api::v1::{Database, DatabaseSpec, Engine, Phase, CONDITION_DEGRADED, CONDITION_READY};
+use api::v1::{
+    Database, DatabaseSpec, Engine, Phase, Scheduling, CONDITION_DEGRADED, CONDITION_READY,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -366,6 +368,17 @@ fn spec(engine: Engine, replicas: i32, version: &str, storage: &str) -> Database
         replicas: Some(replicas),
         version: Some(version.to_owned()),
         storage_size: Some(Quantity(storage.to_owned())),
+        // Nothing here needs a running server: the pods go to kwok's fake nodes.
+        scheduling: Some(kwok_scheduling()),
+        ..Default::default()
+    }
+}
+
+/// Pods on kwok's fake nodes (tainted, so only pods that tolerate them land there).
+fn kwok_scheduling() -> Scheduling {
+    Scheduling {
+        node_selector: Some(testkit::kwok_node_selector()),
+        tolerations: Some(testkit::kwok_tolerations()),
         ..Default::default()
     }
 }
@@ -1961,4 +1974,232 @@ async fn leader_that_cannot_renew_stops_writing_before_the_follower_takes_over()
     );
     teardown(ns, b).await;
     a.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// On the real node (kubelet + containerd, deploy/local/node): the database server really runs,
+// from the images deploy/local/images built and the node imported. These Databases carry no
+// placement, so they land on the real node as users' Databases do.
+
+/// The local cluster's catalog: PostgreSQL 15 and 17 from the locally built images.
+fn local_catalog() -> Catalog {
+    Catalog::from_yaml(include_str!("../../deploy/local/catalog.yaml")).unwrap()
+}
+
+/// PostgreSQL 17 (the local catalog's default), one replica, no placement.
+fn real_postgres() -> DatabaseSpec {
+    DatabaseSpec {
+        scheduling: None,
+        ..spec(Engine::Postgres, 1, "17.12.0", "1Gi")
+    }
+}
+
+/// psql of the local PostgreSQL 17 image (Debian's versioned path: no pg_wrapper needed).
+const PSQL: &str = "/usr/lib/postgresql/17/bin/psql";
+
+/// Runs kubectl against the test cluster (blocking; call from `spawn_blocking`).
+fn kubectl(args: &[String]) -> Result<String, String> {
+    let mut cmd = std::process::Command::new("kubectl");
+    if let Ok(kubeconfig) = std::env::var("DBOP_KUBECONFIG") {
+        cmd.arg(format!("--kubeconfig={kubeconfig}"));
+    }
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run kubectl (deploy/local/test-env puts it on PATH): {e}"))?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(format!(
+            "kubectl {}: {} {}",
+            args.join(" "),
+            text(&out.stdout),
+            text(&out.stderr)
+        ))
+    }
+}
+
+async fn kubectl_async(args: Vec<String>) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || kubectl(&args))
+        .await
+        .map_err(|e| format!("kubectl task: {e}"))?
+}
+
+/// The `username`, `password` and `database` keys of `<name>-credentials`.
+async fn credentials(ns: &TestNamespace, name: &str) -> (String, String, String) {
+    let secret: Secret = ns.api().get(&format!("{name}-credentials")).await.unwrap();
+    let data = secret.data.unwrap_or_default();
+    let key = |k: &str| {
+        String::from_utf8(
+            data.get(k)
+                .unwrap_or_else(|| panic!("credentials Secret has no key {k}"))
+                .0
+                .clone(),
+        )
+        .unwrap()
+    };
+    (key("username"), key("password"), key("database"))
+}
+
+/// `psql -tAc sql` inside pod `<name>-0`, over TCP with the credentials Secret's password.
+async fn psql_in_pod(ns: &TestNamespace, name: &str, sql: &str) -> Result<String, String> {
+    let (user, password, database) = credentials(ns, name).await;
+    let args = [
+        "exec",
+        "-n",
+        ns.name(),
+        &format!("{name}-0"),
+        "-c",
+        "postgres",
+        "--",
+        "env",
+        &format!("PGPASSWORD={password}"),
+        PSQL,
+        "-h",
+        "127.0.0.1",
+        "-U",
+        &user,
+        "-d",
+        &database,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-tAc",
+        sql,
+    ];
+    kubectl_async(args.iter().map(|a| a.to_string()).collect()).await
+}
+
+/// Asserts that pod `<name>-0` runs on a real node (not one of kwok's) and returns the node.
+async fn assert_on_real_node(ns: &TestNamespace, name: &str) -> String {
+    use k8s_openapi::api::core::v1::Node;
+    let pod: Pod = ns.api().get(&format!("{name}-0")).await.unwrap();
+    let node_name = pod
+        .spec
+        .and_then(|s| s.node_name)
+        .expect("the pod is scheduled");
+    let nodes: Api<Node> = Api::all(ns.client());
+    let node = nodes.get(&node_name).await.unwrap();
+    let labels = node.metadata.labels.unwrap_or_default();
+    assert_ne!(
+        labels.get(testkit::KWOK_NODE_LABEL.0).map(String::as_str),
+        Some(testkit::KWOK_NODE_LABEL.1),
+        "{name}-0 landed on kwok node {node_name}: is the real node up (DBOP_REAL_NODE=off)?"
+    );
+    node_name
+}
+
+/// A Database with no placement runs on the real node: psql inside its pod answers with the
+/// generated credentials, a Job pod reaches it through `<name>.<ns>.svc`, and a `spec.config`
+/// change is what the running server reports after the rollout.
+#[tokio::test]
+async fn postgres_on_the_real_node_answers_psql_serves_its_service_and_applies_config() {
+    let ns = setup("real").await;
+    let replica = start_controller_with(&ns, default_settings(), local_catalog()).await;
+    create_db(&ns, "pg", real_postgres()).await;
+    wait_ready(&ns, "pg", 1).await;
+    assert_on_real_node(&ns, "pg").await;
+
+    // select 1 inside the pod, with the credentials from pg-credentials.
+    let answer = psql_in_pod(&ns, "pg", "select 1").await.unwrap();
+    assert_eq!(answer, "1");
+    let version = psql_in_pod(&ns, "pg", "show server_version").await.unwrap();
+    assert!(version.starts_with("17.12"), "server_version {version}");
+
+    // A Job pod resolves the Service's DNS name and connects through the ClusterIP.
+    let (user, _, database) = credentials(&ns, "pg").await;
+    let host = format!("pg.{}.svc", ns.name());
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "client"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "psql",
+                "image": "localhost/db-operator/postgres:17.12",
+                "imagePullPolicy": "Never",
+                "command": [PSQL],
+                "args": ["-h", host, "-U", user, "-d", database, "-v", "ON_ERROR_STOP=1",
+                         "-tAc", "select 'through ' || current_database()"],
+                "env": [
+                    {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "pg-credentials", "key": "password"}}},
+                    {"name": "PGCONNECT_TIMEOUT", "value": "10"},
+                ],
+            }],
+        }}},
+    }))
+    .unwrap();
+    let jobs: Api<Job> = ns.api();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let logs_of_job = || {
+        kubectl_async(vec![
+            "logs".into(),
+            "-n".into(),
+            ns.name().into(),
+            "job/client".into(),
+        ])
+    };
+    let outcome = wait_for(WAIT, "Job client to finish", || async {
+        let j = jobs.get("client").await?;
+        let s = j.status.unwrap_or_default();
+        match (s.succeeded.unwrap_or(0), s.failed.unwrap_or(0)) {
+            (0, 0) => Err(NotYet::new("running")),
+            (_, 0) => Ok(true),
+            _ => Ok(false),
+        }
+    })
+    .await
+    .unwrap();
+    let logs = logs_of_job().await.unwrap_or_else(|e| e);
+    assert!(outcome, "the Job failed: {logs}");
+    assert_eq!(logs, format!("through {database}"));
+
+    // A config change reaches the running server (the ConfigMap's hash rolls the pod).
+    patch_spec(&ns, "pg", json!({"config": {"work_mem": "8MB"}})).await;
+    wait_for(WAIT, "SHOW work_mem to report 8MB", || async {
+        match psql_in_pod(&ns, "pg", "show work_mem").await {
+            Ok(v) if v == "8MB" => Ok(()),
+            Ok(v) => Err(NotYet::new(format!("work_mem {v}"))),
+            Err(e) => Err(NotYet::new(e)),
+        }
+    })
+    .await
+    .unwrap();
+    wait_ready(&ns, "pg", 1).await;
+    teardown(ns, replica).await;
+}
+
+/// The readiness probe really gates: a server that exits at start (huge_pages=on on a machine
+/// with no huge pages reserved) never becomes Ready, and the Database says why.
+#[tokio::test]
+async fn a_server_that_cannot_start_is_degraded_with_its_error_and_never_ready() {
+    let ns = setup("real-bad").await;
+    let replica = start_controller_with(
+        &ns,
+        settings(Duration::from_secs(20), Duration::from_secs(300)),
+        local_catalog(),
+    )
+    .await;
+    let mut s = real_postgres();
+    s.config = Some([("huge_pages".to_owned(), "on".to_owned())].into());
+    create_db(&ns, "broken", s).await;
+    let db = wait_degraded(&ns, "broken", "RolloutStalled").await;
+    assert_on_real_node(&ns, "broken").await;
+    let message = condition(&db, CONDITION_DEGRADED).unwrap().message.clone();
+    assert!(
+        message.contains("container postgres:") && message.contains("last exit code"),
+        "the condition names the crashing container and its exit: {message}"
+    );
+    assert!(
+        message.to_lowercase().contains("huge"),
+        "the condition quotes the server's own error: {message}"
+    );
+    assert_eq!(condition_status(&db, CONDITION_READY), Some("False"));
+    let pod: Pod = ns.api().get("broken-0").await.unwrap();
+    assert!(
+        !pod_ready(&pod),
+        "the pod of a server that cannot start is not Ready"
+    );
+    teardown(ns, replica).await;
 }

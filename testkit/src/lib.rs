@@ -50,10 +50,12 @@ mod cluster;
 mod error;
 mod logs;
 mod namespace;
+mod placement;
 mod wait;
 
 pub use cluster::{cluster, Cluster};
 pub use error::Error;
 pub use logs::dump_logs;
 pub use namespace::{TestNamespace, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+pub use placement::{kwok_node_selector, kwok_tolerations, KWOK_NODE_LABEL};
 pub use wait::{await_condition, wait_for, NotYet};

@@ -6,8 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod,
-    PodSpec, PodTemplateSpec, Secret, ServiceAccount, Toleration, VolumeMount,
-    VolumeResourceRequirements,
+    PodSpec, PodTemplateSpec, Secret, ServiceAccount, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -76,14 +75,8 @@ async fn statefulset_with_volume_claims_gets_ready_pods_on_a_kwok_node() {
                         ..Container::default()
                     }],
                     // kwok's fake nodes are tainted (deploy/local/README.md): tolerate and select them.
-                    node_selector: Some([("type".to_owned(), "kwok".to_owned())].into()),
-                    tolerations: Some(vec![Toleration {
-                        key: Some("kwok.x-k8s.io/node".into()),
-                        operator: Some("Equal".into()),
-                        value: Some("fake".into()),
-                        effect: Some("NoSchedule".into()),
-                        ..Toleration::default()
-                    }]),
+                    node_selector: Some(testkit::kwok_node_selector()),
+                    tolerations: Some(testkit::kwok_tolerations()),
                     ..PodSpec::default()
                 }),
             },
