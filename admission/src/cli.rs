@@ -33,6 +33,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a development CA and a serving certificate for localhost (ca.crt, tls.crt, tls.key).
     DevCert(DevCertArgs),
+    /// Print the version catalog: engines, supported versions, images and allowed upgrades.
+    Catalog(CatalogArgs),
 }
 
 /// The one duration syntax of this binary (shared with the `certs` flags): an integer with
@@ -201,6 +203,16 @@ pub struct CheckArgs {
     #[arg(long)]
     pub production: bool,
     /// Report format.
+    #[arg(short = 'o', long, value_enum, default_value_t = CheckOutput::Text)]
+    pub output: CheckOutput,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// Catalog file (YAML, the format of the built-in catalog); the built-in catalog otherwise.
+    #[arg(long = "catalog-file", visible_alias = "catalog", value_name = "FILE")]
+    pub catalog_file: Option<PathBuf>,
+    /// Output format: a table for people, or JSON for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t = CheckOutput::Text)]
     pub output: CheckOutput,
 }

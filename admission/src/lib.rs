@@ -15,6 +15,7 @@
 //! The binary (`src/main.rs`) adds the `serve`, `check` and `dev-cert` subcommands.
 #![forbid(unsafe_code)]
 
+pub mod catalog_view;
 pub mod check;
 pub mod cli;
 pub mod conversion;

@@ -1,4 +1,4 @@
-//! The `admission` binary: `serve`, `check` and `dev-cert`.
+//! The `admission` binary: `serve`, `check`, `dev-cert` and `catalog`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use clap::Parser;
 
 use admission::check::{self, CheckError};
 use admission::cli::{
-    self, CertSource, CheckArgs, CheckOutput, Cli, Command, DevCertArgs, ServeArgs,
+    self, CatalogArgs, CertSource, CheckArgs, CheckOutput, Cli, Command, DevCertArgs, ServeArgs,
 };
 use admission::namespaces::NamespaceCache;
 use admission::{devcert, logging, server, tls, Admission, Error};
@@ -35,7 +35,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Catalog(args) => run_catalog(&args),
     }
+}
+
+fn run_catalog(args: &CatalogArgs) -> ExitCode {
+    let catalog = match cli::load_catalog(args.catalog_file.as_deref()) {
+        Ok(catalog) => catalog,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(check::EXIT_UNREADABLE);
+        }
+    };
+    let view = admission::catalog_view::CatalogView::of(&catalog);
+    match args.output {
+        CheckOutput::Text => print!("{}", view.to_text()),
+        CheckOutput::Json => match serde_json::to_string_pretty(&view) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), Error> {

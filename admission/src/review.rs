@@ -534,11 +534,13 @@ pub fn request_for(
     object: Option<&Value>,
     old_object: Option<&Value>,
 ) -> Value {
+    // The API server sends the object's name as a string (empty with generateName); a
+    // manifest's non-string name is left to the rules to deny, not turned into a bad envelope.
     let name = object
         .or(old_object)
         .and_then(|o| o.pointer("/metadata/name"))
-        .cloned()
-        .unwrap_or(Value::from(""));
+        .and_then(Value::as_str)
+        .unwrap_or("");
     serde_json::json!({
         "apiVersion": REVIEW_API_VERSION,
         "kind": REVIEW_KIND,

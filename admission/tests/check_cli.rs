@@ -234,3 +234,65 @@ fn replacement_catalog_changes_defaults_and_bad_catalog_is_unreadable() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to load catalog"));
 }
+
+fn catalog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_admission"))
+        .arg("catalog")
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run admission catalog")
+}
+
+/// `admission catalog` prints what a catalog offers: the local cluster's file as JSON for
+/// scripts, the built-in one as a table; an unreadable catalog exits 3 and names the file.
+#[test]
+fn catalog_command_prints_engines_versions_images_and_upgrades() {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/catalog.yaml");
+    let out = catalog(&["--catalog-file", local.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pg = &json["engines"][0];
+    assert_eq!(pg["engine"], "postgres");
+    assert_eq!(
+        pg["default"]["image"],
+        "localhost/db-operator/postgres:17.12"
+    );
+    let lines: Vec<(&str, &str)> = pg["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["minimum"].as_str().unwrap(), l["image"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("15.20.0", "localhost/db-operator/postgres:15.20"),
+            ("17.12.0", "localhost/db-operator/postgres:17.12")
+        ]
+    );
+    assert_eq!(
+        pg["upgrades"][0]["image"],
+        "localhost/db-operator/postgres-upgrade:15-17"
+    );
+
+    let out = catalog(&[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("postgres (default 17.7.0: postgres:17.7)"),
+        "{text}"
+    );
+    assert!(text.contains("upgrade 17 -> 18"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("catalog.yaml");
+    std::fs::write(&bad, "engines: {}\n").unwrap();
+    let out = catalog(&["--catalog-file", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("catalog.yaml") && err.contains("postgres"),
+        "{err}"
+    );
+}

@@ -110,6 +110,9 @@ pub struct LineEntry {
     pub line: Line,
     /// Lowest supported version in the line.
     pub minimum: Version,
+    /// Highest supported version in the line, when the catalog pins one (a catalog whose images
+    /// exist only for the versions it lists, as the local cluster's does); no bound otherwise.
+    pub maximum: Option<Version>,
     /// Deprecation warning, if the line is on its way out.
     pub deprecated: Option<String>,
 }
@@ -123,9 +126,31 @@ pub struct EngineCatalog {
     lines: Vec<LineEntry>,
     retired: Vec<Line>,
     upgrades: Vec<(Line, Line)>,
+    upgrade_images: BTreeMap<(Line, Line), String>,
 }
 
 impl EngineCatalog {
+    /// The image template (`{major}`, `{minor}`, `{patch}`, `{version}` are substituted).
+    pub fn image_template(&self) -> &str {
+        &self.image
+    }
+
+    /// The version a new Database of this engine gets when it names none.
+    pub fn default(&self) -> &Version {
+        &self.default
+    }
+
+    /// Lines that belong to the engine but are no longer supported.
+    pub fn retired_lines(&self) -> &[Line] {
+        &self.retired
+    }
+
+    /// The image that runs the upgrade from line `from` to line `to` (e.g. one holding both
+    /// majors' binaries for pg_upgrade), when the catalog names one.
+    pub fn upgrade_image(&self, from: Line, to: Line) -> Option<&str> {
+        self.upgrade_images.get(&(from, to)).map(String::as_str)
+    }
+
     /// Supported lines, oldest first.
     pub fn lines(&self) -> &[LineEntry] {
         &self.lines
@@ -161,6 +186,8 @@ pub enum Support {
     NonZeroPatch,
     /// In a supported line but older than its minimum.
     BelowMinimum(Version),
+    /// In a supported line but newer than the highest version the catalog pins.
+    AboveMaximum(Version),
     /// In a line the engine used to support.
     Retired(Line),
     /// Not in any line of this engine.
@@ -193,6 +220,8 @@ struct LineFile {
     line: String,
     minimum: String,
     #[serde(default)]
+    maximum: Option<String>,
+    #[serde(default)]
     deprecated: Option<String>,
 }
 
@@ -201,6 +230,8 @@ struct LineFile {
 struct UpgradeFile {
     from: String,
     to: String,
+    #[serde(default)]
+    image: Option<String>,
 }
 
 /// Parses a strict `x.y.z` version: no pre-release, no build metadata, no leading zeros.
@@ -255,9 +286,25 @@ impl Catalog {
                     "minimum {minimum} is not in line {line}"
                 )));
             }
+            let maximum = match &lf.maximum {
+                None => None,
+                Some(m) => {
+                    let max = parse_xyz(m).ok_or_else(|| bad_version("maximum", m))?;
+                    if !line.contains(&max) {
+                        return Err(inconsistent(format!("maximum {max} is not in line {line}")));
+                    }
+                    if max < minimum {
+                        return Err(inconsistent(format!(
+                            "line {line}: maximum {max} is below minimum {minimum}"
+                        )));
+                    }
+                    Some(max)
+                }
+            };
             lines.push(LineEntry {
                 line,
                 minimum,
+                maximum,
                 deprecated: lf.deprecated.clone(),
             });
         }
@@ -281,6 +328,7 @@ impl Catalog {
             .map(|s| Line::parse(s).ok_or_else(|| bad_line(s)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut upgrades = Vec::new();
+        let mut upgrade_images = BTreeMap::new();
         for u in &ef.upgrades {
             let from = Line::parse(&u.from).ok_or_else(|| bad_line(&u.from))?;
             let to = Line::parse(&u.to).ok_or_else(|| bad_line(&u.to))?;
@@ -298,6 +346,12 @@ impl Catalog {
                     "upgrade {from} -> {to} goes backwards; upgrades must go to a newer line"
                 )));
             }
+            if let Some(image) = &u.image {
+                if image.trim().is_empty() {
+                    return Err(inconsistent(format!("upgrade {from} -> {to}: empty image")));
+                }
+                upgrade_images.insert((from, to), image.clone());
+            }
             upgrades.push((from, to));
         }
         if !ef.image.contains('{') {
@@ -314,6 +368,7 @@ impl Catalog {
             lines,
             retired,
             upgrades,
+            upgrade_images,
         };
         if ec.support(&ec.default) != Support::Supported {
             return Err(inconsistent(format!(
@@ -419,6 +474,9 @@ impl EngineCatalog {
             }
             if v < &entry.minimum {
                 return Support::BelowMinimum(entry.minimum.clone());
+            }
+            if let Some(max) = entry.maximum.as_ref().filter(|max| v > *max) {
+                return Support::AboveMaximum(max.clone());
             }
             return Support::Supported;
         }
@@ -575,6 +633,47 @@ engines:
     }
 
     #[test]
+    fn pinned_lines_and_upgrade_images_of_the_local_catalog() {
+        let c = Catalog::from_yaml(include_str!("../../deploy/local/catalog.yaml")).unwrap();
+        let pg = c.engine(Engine::Postgres);
+        let rows = [
+            (
+                "the_built_version_is_supported",
+                "17.12.0",
+                Support::Supported,
+            ),
+            (
+                "an_older_patch_is_below_the_minimum",
+                "17.11.0",
+                Support::BelowMinimum(v("17.12.0")),
+            ),
+            (
+                "a_newer_patch_has_no_image",
+                "17.13.0",
+                Support::AboveMaximum(v("17.12.0")),
+            ),
+            (
+                "the_other_line_is_pinned_too",
+                "15.21.0",
+                Support::AboveMaximum(v("15.20.0")),
+            ),
+        ];
+        for (name, version, want) in rows {
+            assert_eq!(c.support(Engine::Postgres, &v(version)), want, "{name}");
+        }
+        let (from, to) = pg.upgrades()[0];
+        assert_eq!(
+            (from.to_string(), to.to_string()),
+            ("15".into(), "17".into())
+        );
+        assert_eq!(
+            pg.upgrade_image(from, to),
+            Some("localhost/db-operator/postgres-upgrade:15-17")
+        );
+        assert_eq!(pg.upgrade_image(to, from), None);
+    }
+
+    #[test]
     fn inconsistent_catalogs_are_rejected_with_a_reason() {
         let base = |pg: &str| {
             format!(
@@ -591,6 +690,10 @@ engines:
             ("backwards_edge", base("    image: \"p:{version}\"\n    default: \"17.0.0\"\n    lines: [{ line: \"16\", minimum: \"16.0.0\" }, { line: \"17\", minimum: \"17.0.0\" }]\n    upgrades: [{ from: \"17\", to: \"16\" }]"), "goes backwards"),
             ("unknown_field", base("    image: \"p:{version}\"\n    default: \"17.0.0\"\n    colour: red\n    lines: [{ line: \"17\", minimum: \"17.0.0\" }]"), "unknown field"),
             ("image_without_placeholder", base("    image: \"postgres:latest\"\n    default: \"17.0.0\"\n    lines: [{ line: \"17\", minimum: \"17.0.0\" }]"), "no placeholder"),
+            ("maximum_outside_line", base("    image: \"p:{version}\"\n    default: \"17.0.0\"\n    lines: [{ line: \"17\", minimum: \"17.0.0\", maximum: \"18.0.0\" }]"), "maximum 18.0.0 is not in line 17"),
+            ("maximum_below_minimum", base("    image: \"p:{version}\"\n    default: \"17.2.0\"\n    lines: [{ line: \"17\", minimum: \"17.2.0\", maximum: \"17.1.0\" }]"), "below minimum"),
+            ("default_above_maximum", base("    image: \"p:{version}\"\n    default: \"17.3.0\"\n    lines: [{ line: \"17\", minimum: \"17.0.0\", maximum: \"17.2.0\" }]"), "default 17.3.0"),
+            ("empty_upgrade_image", base("    image: \"p:{version}\"\n    default: \"17.0.0\"\n    lines: [{ line: \"16\", minimum: \"16.0.0\" }, { line: \"17\", minimum: \"17.0.0\" }]\n    upgrades: [{ from: \"16\", to: \"17\", image: \" \" }]"), "empty image"),
         ];
         for (name, yaml, fragment) in cases {
             let err = Catalog::from_yaml(&yaml).expect_err(name).to_string();

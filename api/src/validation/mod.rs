@@ -380,6 +380,10 @@ pub fn version_is_supported(input: &Input<'_>, warnings: &mut Vec<String>) -> Ve
                 "{version} is older than the oldest supported {} release; use {min} or later",
                 catalog.line_of(engine, &version).map(|l| l.to_string()).unwrap_or_default()
             ),
+            Support::AboveMaximum(max) => format!(
+                "{version} is newer than the newest {} release this catalog offers; use {max} or earlier",
+                catalog.line_of(engine, &version).map(|l| l.to_string()).unwrap_or_default()
+            ),
             Support::Retired(line) => {
                 format!("{engine} {line} is no longer supported; {supported}")
             }
