@@ -293,13 +293,14 @@ pub async fn apply_if_drifted<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    if let Some(o) = observed {
-        if drift::is_satisfied_by(desired, o) {
-            return Ok(Applied::Unchanged);
-        }
-    }
     let name = desired.meta().name.clone().unwrap_or_default();
     let ns = desired.meta().namespace.clone().unwrap_or_default();
+    let Some(o) = observed else {
+        return create_child(api, desired, &ns, &name).await;
+    };
+    if drift::is_satisfied_by(desired, o) {
+        return Ok(Applied::Unchanged);
+    }
     if let (Some(o), Ok(d)) = (observed, serde_json::to_value(desired)) {
         if let Ok(o) = serde_json::to_value(o) {
             info!(
@@ -314,21 +315,67 @@ where
     // was replaced since we read it, the server refuses (metadata.uid is immutable) instead of
     // letting us take the new one over.
     let mut body = desired.clone();
-    if let Some(o) = observed {
-        body.meta_mut().uid = o.meta().uid.clone();
-    }
+    body.meta_mut().uid = o.meta().uid.clone();
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&body),
     )
     .await
-    .map_err(|e| apply_error(e, kind_name::<K>(), &ns, &name, observed.is_some()))?;
-    Ok(if observed.is_some() {
-        Applied::Updated
-    } else {
-        Applied::Created
-    })
+    .map_err(|e| apply_error(e, kind_name::<K>(), &ns, &name, true))?;
+    Ok(Applied::Updated)
+}
+
+/// Creates an absent child with a POST, never an apply: an apply would also take over an object
+/// someone else created under the name since we looked (SSA creates or updates alike), while a
+/// POST fails with 409 and the next reconcile reports the conflict. The POST records our fields
+/// under an `Update` entry; it is turned into our `Apply` entry, as if the object had been
+/// applied, so later applies can drop fields we stop setting.
+async fn create_child<K>(api: &Api<K>, desired: &K, ns: &str, name: &str) -> Result<Applied, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let kind = kind_name::<K>();
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    let created = match api.create(&pp, desired).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Err(Error::Stale(format!(
+                "{kind} {ns}/{name} (created by someone else while it was being created)"
+            )));
+        }
+        Err(e) => return Err(Error::kube("create", kind, ns, name, e)),
+    };
+    let entries: Vec<_> = created
+        .meta()
+        .managed_fields
+        .iter()
+        .flatten()
+        .cloned()
+        .map(|mut m| {
+            if m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Update")
+            {
+                m.operation = Some("Apply".to_owned());
+            }
+            m
+        })
+        .collect();
+    let upgrade = json!({"metadata": {
+        "resourceVersion": created.meta().resource_version,
+        "managedFields": entries,
+    }});
+    if let Err(e) = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&upgrade))
+        .await
+    {
+        // Only field ownership is at stake: the next drifted apply co-owns the fields instead.
+        warn!(kind, child = %name, error = %e, "could not record the created child's fields as applied");
+    }
+    Ok(Applied::Created)
 }
 
 /// An apply that carried a uid precondition and found another object under the name (409, or

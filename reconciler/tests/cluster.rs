@@ -326,6 +326,85 @@ where
     }
 }
 
+/// Another writer racing the controller: runs `action` once, just before the first request
+/// that `matches` (method, path), then sends that request. Requests take turns through a mutex
+/// (kube's stack is not `Clone`): fine for one test's traffic.
+#[derive(Clone)]
+struct RaceBefore {
+    matches: fn(&http::Method, &str) -> bool,
+    action: Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl RaceBefore {
+    fn new(
+        matches: fn(&http::Method, &str) -> bool,
+        action: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> RaceBefore {
+        RaceBefore {
+            matches,
+            action: Arc::new(std::sync::Mutex::new(Some(Box::pin(action)))),
+            fired: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RaceBefore {
+    type Service = RaceService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RaceService {
+            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            race: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RaceService<S> {
+    inner: Arc<tokio::sync::Mutex<S>>,
+    race: RaceBefore,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RaceService<S>
+where
+    S: tower::Service<http::Request<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        use tower::ServiceExt;
+        let inner = self.inner.clone();
+        let action = if (self.race.matches)(req.method(), req.uri().path()) {
+            self.race.action.lock().ok().and_then(|mut a| a.take())
+        } else {
+            None
+        };
+        let fired = self.race.fired.clone();
+        Box::pin(async move {
+            if let Some(action) = action {
+                action.await;
+                fired.store(true, Ordering::SeqCst);
+            }
+            let mut svc = inner.lock().await;
+            svc.ready().await?.call(req).await
+        })
+    }
+}
+
 async fn setup(prefix: &str) -> TestNamespace {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -2201,5 +2280,98 @@ async fn a_server_that_cannot_start_is_degraded_with_its_error_and_never_ready()
         !pod_ready(&pod),
         "the pod of a server that cannot start is not Ready"
     );
+    teardown(ns, replica).await;
+}
+/// The window between looking and creating: a Service that someone else creates after the
+/// controller found the name free, just before its write, is not taken over.
+#[tokio::test]
+async fn a_service_created_by_someone_else_after_the_look_is_not_taken_over() {
+    let ns = setup("rec-race").await;
+    let names = ["shop", "shop-headless"];
+    let foreign = |name: &str| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"team": "web"}},
+            "spec": {"selector": {"app": "shop-web"}, "ports": [{"name": "http", "port": 80}]}
+        }))
+        .unwrap()
+    };
+    let services: Api<Service> = ns.api();
+    let race = {
+        let services = services.clone();
+        let created: Vec<Service> = names.iter().map(|n| foreign(n)).collect();
+        RaceBefore::new(
+            |method, path| {
+                (method == http::Method::POST || method == http::Method::PATCH)
+                    && path.contains("/services")
+            },
+            async move {
+                for svc in &created {
+                    let _ = services.create(&PostParams::default(), svc).await;
+                }
+            },
+        )
+    };
+    let metrics = Arc::new(Metrics::new());
+    let writes = WriteLog::new(Some(metrics.clone()));
+    let client = kube::client::ClientBuilder::try_from(cluster().await.unwrap().config().clone())
+        .unwrap()
+        .with_layer(&reconciler::client::WriteLogLayer::new(writes.clone()))
+        .with_layer(&race)
+        .build();
+    let ctx = context(
+        client,
+        "test",
+        metrics.clone(),
+        default_settings(),
+        Catalog::builtin(),
+    );
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(run_controller(ctx, scope_for(&ns), async {
+        let _ = rx.await;
+    }));
+    let replica = Replica {
+        task,
+        stop: Some(tx),
+        writes,
+        metrics,
+        namespace: ns.name().to_owned(),
+    };
+    create_db(&ns, "shop", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_name_conflict(&ns, "shop", &["Service shop"]).await;
+    assert!(race.fired.load(Ordering::SeqCst), "the racing writer ran");
+    for name in names {
+        let svc = services.get(name).await.unwrap();
+        assert!(
+            svc.metadata.owner_references.unwrap_or_default().is_empty(),
+            "Service {name} was adopted"
+        );
+        let ports: Vec<i32> = svc
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(ports, [80], "Service {name} was changed");
+        assert_eq!(
+            svc.metadata
+                .labels
+                .unwrap_or_default()
+                .get("team")
+                .map(String::as_str),
+            Some("web")
+        );
+    }
+    ns.api::<Database>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_database_gone(&ns, "shop", "Database shop deleted").await;
+    for name in names {
+        assert!(
+            services.get_opt(name).await.unwrap().is_some(),
+            "deleting the Database deleted the foreign Service {name}"
+        );
+    }
     teardown(ns, replica).await;
 }
