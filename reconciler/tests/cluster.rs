@@ -12,6 +12,7 @@ use api::catalog::Catalog;
 use api::v1::{
     Database, DatabaseSpec, Engine, Phase, Scheduling, CONDITION_DEGRADED, CONDITION_READY,
 };
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -226,7 +227,7 @@ async fn start_elected_replica_with(
     let lease_client = kube::client::ClientBuilder::try_from(config)
         .unwrap()
         .with_layer(&reconciler::client::WriteLogLayer::new(writes.clone()))
-        .with_layer(&delay)
+        .with_layer(&delay.layer())
         .build();
     let ctx = context(
         client,
@@ -263,36 +264,33 @@ async fn start_elected_replica_with(
     }
 }
 
-/// Tower layer that holds every request for the current delay (milliseconds, 0 = none) before
-/// sending it: a slow or partitioned path to the API server, for Lease requests only.
-#[derive(Clone, Default)]
-struct LeaseDelay(Arc<std::sync::atomic::AtomicU64>);
+/// A future run before a request is sent; `None`: send it at once.
+type Hook = Arc<dyn Fn(&http::Method, &str) -> Option<BoxFuture<'static, ()>> + Send + Sync>;
 
-impl LeaseDelay {
-    fn set(&self, delay: Duration) {
-        self.0.store(delay.as_millis() as u64, Ordering::SeqCst);
-    }
-}
+/// Tower layer that runs a hook's future (given the method and path) before sending each
+/// request: a slow path to the API server, another writer racing the controller. The inner
+/// stack is not `Clone` (kube boxes it), so requests take turns through a mutex: fine for a
+/// test's traffic.
+#[derive(Clone)]
+struct BeforeRequest(Hook);
 
-impl<S> tower::Layer<S> for LeaseDelay {
-    type Service = DelayedService<S>;
+impl<S> tower::Layer<S> for BeforeRequest {
+    type Service = Hooked<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        DelayedService {
+        Hooked {
             inner: Arc::new(tokio::sync::Mutex::new(inner)),
-            delay: self.0.clone(),
+            hook: self.0.clone(),
         }
     }
 }
 
-/// The inner stack is not `Clone` (kube boxes it), so requests take turns through a mutex:
-/// fine for the handful of Lease requests a test makes.
 #[derive(Clone)]
-struct DelayedService<S> {
+struct Hooked<S> {
     inner: Arc<tokio::sync::Mutex<S>>,
-    delay: Arc<std::sync::atomic::AtomicU64>,
+    hook: Hook,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for DelayedService<S>
+impl<S, B> tower::Service<http::Request<B>> for Hooked<S>
 where
     S: tower::Service<http::Request<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -315,10 +313,10 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         use tower::ServiceExt;
         let inner = self.inner.clone();
-        let delay = Duration::from_millis(self.delay.load(Ordering::SeqCst));
+        let before = (self.hook)(req.method(), req.uri().path());
         Box::pin(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+            if let Some(before) = before {
+                before.await;
             }
             let mut svc = inner.lock().await;
             svc.ready().await?.call(req).await
@@ -326,13 +324,31 @@ where
     }
 }
 
+/// Holds every request for the current delay (milliseconds, 0 = none): a slow or partitioned
+/// path to the API server, for Lease requests only.
+#[derive(Clone, Default)]
+struct LeaseDelay(Arc<std::sync::atomic::AtomicU64>);
+
+impl LeaseDelay {
+    fn set(&self, delay: Duration) {
+        self.0.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn layer(&self) -> BeforeRequest {
+        let delay = self.0.clone();
+        BeforeRequest(Arc::new(move |_, _| {
+            let d = Duration::from_millis(delay.load(Ordering::SeqCst));
+            (!d.is_zero()).then(|| Box::pin(tokio::time::sleep(d)) as BoxFuture<'static, ()>)
+        }))
+    }
+}
+
 /// Another writer racing the controller: runs `action` once, just before the first request
-/// that `matches` (method, path), then sends that request. Requests take turns through a mutex
-/// (kube's stack is not `Clone`): fine for one test's traffic.
+/// that `matches` (method, path), then lets that request through.
 #[derive(Clone)]
 struct RaceBefore {
     matches: fn(&http::Method, &str) -> bool,
-    action: Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>>,
+    action: Arc<std::sync::Mutex<Option<BoxFuture<'static, ()>>>>,
     fired: Arc<AtomicBool>,
 }
 
@@ -347,61 +363,20 @@ impl RaceBefore {
             fired: Arc::new(AtomicBool::new(false)),
         }
     }
-}
 
-impl<S> tower::Layer<S> for RaceBefore {
-    type Service = RaceService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RaceService {
-            inner: Arc::new(tokio::sync::Mutex::new(inner)),
-            race: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-struct RaceService<S> {
-    inner: Arc<tokio::sync::Mutex<S>>,
-    race: RaceBefore,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RaceService<S>
-where
-    S: tower::Service<http::Request<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send + 'static>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        use tower::ServiceExt;
-        let inner = self.inner.clone();
-        let action = if (self.race.matches)(req.method(), req.uri().path()) {
-            self.race.action.lock().ok().and_then(|mut a| a.take())
-        } else {
-            None
-        };
-        let fired = self.race.fired.clone();
-        Box::pin(async move {
-            if let Some(action) = action {
+    fn layer(&self) -> BeforeRequest {
+        let race = self.clone();
+        BeforeRequest(Arc::new(move |method, path| {
+            if !(race.matches)(method, path) {
+                return None;
+            }
+            let action = race.action.lock().ok()?.take()?;
+            let fired = race.fired.clone();
+            Some(Box::pin(async move {
                 action.await;
                 fired.store(true, Ordering::SeqCst);
-            }
-            let mut svc = inner.lock().await;
-            svc.ready().await?.call(req).await
-        })
+            }))
+        }))
     }
 }
 
@@ -1377,8 +1352,11 @@ async fn rollout_stuck_on_an_unready_pod_is_reported_degraded_and_goes_no_furthe
     .await;
     let db = wait_degraded(&ns, "stuck", "RolloutStalled").await;
     let msg = degraded_message(&db);
+    // "has not become Ready for Ns" while the stall is observed, "did not become Ready within
+    // 5s" once the pause holds (until the StatefulSet controller observes the paused spec, the
+    // stall is not re-evaluated): either names the pod and says why the rollout stopped.
     assert!(
-        msg.contains("stuck-2") && msg.contains("has not become Ready"),
+        msg.contains("stuck-2") && msg.contains("become Ready"),
         "{msg}"
     );
     assert_eq!(
@@ -2316,7 +2294,7 @@ async fn a_service_created_by_someone_else_after_the_look_is_not_taken_over() {
     let client = kube::client::ClientBuilder::try_from(cluster().await.unwrap().config().clone())
         .unwrap()
         .with_layer(&reconciler::client::WriteLogLayer::new(writes.clone()))
-        .with_layer(&race)
+        .with_layer(&race.layer())
         .build();
     let ctx = context(
         client,
