@@ -2353,3 +2353,109 @@ async fn a_service_created_by_someone_else_after_the_look_is_not_taken_over() {
     }
     teardown(ns, replica).await;
 }
+
+/// A policy of the cluster that freezes finalizers (a ValidatingAdmissionPolicy, evaluated in
+/// the API server itself): the controller's finalizer patch is denied, and the Database says
+/// so with the policy's message, instead of retrying as if the object were stale.
+#[tokio::test]
+async fn a_denied_finalizer_update_is_reported_as_such() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let ns = setup("rec-fin-denied").await;
+    let client = ns.client();
+    let resource = |kind: &str| {
+        ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            kind,
+        ))
+    };
+    let (policy_ar, binding_ar) = (
+        resource("ValidatingAdmissionPolicy"),
+        resource("ValidatingAdmissionPolicyBinding"),
+    );
+    let policies: Api<DynamicObject> = Api::all_with(client.clone(), &policy_ar);
+    let bindings: Api<DynamicObject> = Api::all_with(client.clone(), &binding_ar);
+    let name = format!("freeze-finalizers-{}", ns.name());
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["example.com"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["databases"],
+            }]},
+            "validations": [{
+                "expression": format!(
+                    "!has(object.metadata.finalizers) || !object.metadata.finalizers.exists(f, f == '{FINALIZER}')"
+                ),
+                "message": "finalizers are frozen in this namespace",
+            }],
+        },
+    }))
+    .unwrap();
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": ns.name(),
+            }}},
+        },
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // The API server picks policies up from its informer: wait until one really denies.
+    let dbs: Api<Database> = ns.api();
+    create_db(&ns, "probe", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_for(WAIT, "the policy to deny a finalizer update", || async {
+        let patch = json!({"metadata": {"finalizers": [FINALIZER]}});
+        match dbs
+            .patch("probe", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("finalizers are frozen") => Ok(()),
+            Ok(_) => {
+                let undo = json!({"metadata": {"finalizers": null}});
+                dbs.patch("probe", &PatchParams::default(), &Patch::Merge(&undo))
+                    .await?;
+                Err(NotYet::new("policy not active yet"))
+            }
+            Err(e) => Err(NotYet::new(e.to_string())),
+        }
+    })
+    .await
+    .unwrap();
+
+    let replica = start_controller(&ns).await;
+    create_db(&ns, "frozen", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    let db = wait_degraded(&ns, "frozen", "FinalizerUpdateDenied").await;
+    let ready = condition(&db, CONDITION_READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "FinalizerUpdateDenied")
+    );
+    assert!(
+        ready
+            .message
+            .contains("finalizers are frozen in this namespace"),
+        "the condition quotes the policy: {}",
+        ready.message
+    );
+    assert!(
+        !exists::<StatefulSet>(&ns, "frozen").await,
+        "nothing is created without the cleanup finalizer in place"
+    );
+    let _ = bindings.delete(&name, &DeleteParams::default()).await;
+    let _ = policies.delete(&name, &DeleteParams::default()).await;
+    teardown(ns, replica).await;
+}
