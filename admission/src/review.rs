@@ -222,7 +222,10 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>, BadReview> {
     }
     let objects: Objects<'_> = serde_json::from_str(request.get())
         .map_err(|e| BadReview::MalformedRequest(e.to_string()))?;
-    for (key, raw) in [("object", objects.object), ("oldObject", objects.old_object)] {
+    for (key, raw) in [
+        ("object", objects.object),
+        ("oldObject", objects.old_object),
+    ] {
         if raw.is_some_and(|r| !is_json_object(r)) {
             return Err(BadReview::MalformedRequest(format!(
                 "request.{key} must be a JSON object"
@@ -382,7 +385,8 @@ fn api_version_of(object: &RawValue) -> String {
 /// Reads a raw object of any served version as the v1 hub type: a v1 object is deserialized
 /// straight from its text; other versions go through one `Value` for the conversion.
 fn hub_database(object: &RawValue, which: &str) -> Result<Database, String> {
-    let invalid = |e: serde_json::Error| format!("{which} is not a valid {HUB_API_VERSION} Database: {e}");
+    let invalid =
+        |e: serde_json::Error| format!("{which} is not a valid {HUB_API_VERSION} Database: {e}");
     if api_version_of(object) == HUB_API_VERSION {
         return serde_json::from_str(object.get()).map_err(invalid);
     }
@@ -467,8 +471,14 @@ fn decide_mutate(
     // Defaulting patches the raw JSON the API server sent (unknown fields included), so it
     // needs the object as a `Value`: one tree, built here from the borrowed text.
     let tree = |raw: &RawValue, which: &str| {
-        serde_json::from_str::<Value>(raw.get())
-            .map_err(|e| deny(req, 422, "Invalid", &format!("{which} is not usable JSON: {e}")))
+        serde_json::from_str::<Value>(raw.get()).map_err(|e| {
+            deny(
+                req,
+                422,
+                "Invalid",
+                &format!("{which} is not usable JSON: {e}"),
+            )
+        })
     };
     let object = match tree(object, "object") {
         Ok(v) => v,
@@ -478,7 +488,10 @@ fn decide_mutate(
         production_namespace: namespaces.production_namespace(req.namespace.as_deref()),
     };
     // On UPDATE an absent field keeps its stored value, never the CREATE default.
-    let patch = match (req.operation == AdmissionOperation::Update, parsed.old_object) {
+    let patch = match (
+        req.operation == AdmissionOperation::Update,
+        parsed.old_object,
+    ) {
         (true, Some(old)) => match tree(old, "oldObject") {
             Ok(old) => default_patch_on_update(&object, &old, catalog, &ctx),
             Err(answer) => return (answer, None),

@@ -342,7 +342,11 @@ fn admit(app: &Admission, declared: Option<u64>) -> Result<Admitted, Response<Re
 }
 
 /// Reads the body into one buffer (sized from `Content-Length` when declared), at most `max`.
-async fn read_body<B>(body: B, declared: Option<u64>, max: usize) -> Result<Vec<u8>, Response<ResponseBody>>
+async fn read_body<B>(
+    body: B,
+    declared: Option<u64>,
+    max: usize,
+) -> Result<Vec<u8>, Response<ResponseBody>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -202,7 +202,9 @@ async fn serve_connection(
     let activity = Activity::new();
     let limits = app.limits.clone();
     let handshake = tokio::time::timeout(
-        limits.tls_handshake_timeout.min(limits.first_request_timeout),
+        limits
+            .tls_handshake_timeout
+            .min(limits.first_request_timeout),
         acceptor.accept(tcp),
     );
     let tls = tokio::select! {
