@@ -12,7 +12,7 @@ use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 
 use api::catalog::Catalog;
-use api::defaulting::{default_patch, DefaultingContext};
+use api::defaulting::{default_patch, default_patch_on_update, DefaultingContext};
 use api::v1::Database;
 
 use crate::review::HUB_API_VERSION;
@@ -73,7 +73,7 @@ pub fn check_files(
     let old_db = match old_manifest {
         Some(old_value) => {
             let path = old.unwrap_or(new);
-            let (defaulted, _) = defaulted(old_value, catalog, &ctx);
+            let (defaulted, _) = defaulted(old_value, None, catalog, &ctx);
             Some(serde_json::from_value::<Database>(defaulted).map_err(|e| {
                 CheckError::NotDatabase {
                     path: path.to_owned(),
@@ -150,13 +150,19 @@ fn manifest(text: &str, path: &Path) -> Result<Value, CheckError> {
     }
 }
 
-/// Applies the defaulting patch to `object`; returns the defaulted object and the patch.
+/// Applies the defaulting patch to `object` (on an update, fields absent from `object` take the
+/// stored values of `old` first, exactly as `/mutate` does); returns the defaulted object and the
+/// patch.
 fn defaulted(
     mut object: Value,
+    old: Option<&Value>,
     catalog: &Catalog,
     ctx: &DefaultingContext,
 ) -> (Value, Result<json_patch::Patch, String>) {
-    let patch = default_patch(&object, catalog, ctx);
+    let patch = match old {
+        Some(old) => default_patch_on_update(&object, old, catalog, ctx),
+        None => default_patch(&object, catalog, ctx),
+    };
     match json_patch::patch(&mut object, &patch) {
         Ok(()) => (object, Ok(patch)),
         Err(e) => (object, Err(format!("defaulting patch does not apply: {e}"))),
@@ -170,7 +176,8 @@ pub fn evaluate(
     catalog: &Catalog,
     ctx: &DefaultingContext,
 ) -> CheckReport {
-    let (defaulted_new, patch) = defaulted(new, catalog, ctx);
+    let old_value = old.and_then(|o| serde_json::to_value(o).ok());
+    let (defaulted_new, patch) = defaulted(new, old_value.as_ref(), catalog, ctx);
     let patch = match patch {
         Ok(patch) => patch,
         Err(message) => {

@@ -68,6 +68,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
                     writes_cert_dir = cert_config.writes_cert_dir(),
                     "managing the webhook certificates"
                 );
+                cert_config.validate().map_err(certs::StoreError::from)?;
                 let mut manager = certs::CertManager::new(client.clone(), cert_config.clone());
                 let readiness = manager.readiness();
                 if cert_config.writes_cert_dir() {

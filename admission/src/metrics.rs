@@ -102,6 +102,8 @@ impl Metrics {
             "Webhook request latency from headers received to response ready",
             latency_family.clone(),
         );
+        // Certificate expiry, rotations and reloads (certs/src/metrics.rs).
+        certs::CertMetrics::global().register(&mut registry);
         let labels = |o: Operation, d: Decision| Labels {
             operation: o.as_str(),
             decision: d.as_str(),

@@ -470,6 +470,8 @@ fn decide_mutate(
     }
     // Defaulting patches the raw JSON the API server sent (unknown fields included), so it
     // needs the object as a `Value`: one tree, built here from the borrowed text.
+    // The error is the finished answer, returned once per request: its size does not matter.
+    #[allow(clippy::result_large_err)]
     let tree = |raw: &RawValue, which: &str| {
         serde_json::from_str::<Value>(raw.get()).map_err(|e| {
             deny(

@@ -315,6 +315,8 @@ struct Admitted {
     _bytes: OwnedSemaphorePermit,
 }
 
+// The error is the finished HTTP answer, returned once per request.
+#[allow(clippy::result_large_err)]
 fn admit(app: &Admission, declared: Option<u64>) -> Result<Admitted, Response<ResponseBody>> {
     let Ok(review) = app.in_flight.clone().try_acquire_owned() else {
         return Err(overloaded(format_args!(

@@ -69,6 +69,11 @@ fn updates_are_checked_against_the_old_manifest() {
             "cannot upgrade from 15.14.0 to 17.7.0 in one step",
         ),
         ("version-upgrade", 0, "result: allowed"),
+        (
+            "replace-keeps-stored-values",
+            0,
+            r#"{"op":"add","path":"/spec/version","value":"16.4.0"},{"op":"add","path":"/spec/replicas","value":3},{"op":"add","path":"/spec/storageSize","value":"20Gi"}"#,
+        ),
     ];
     for (case, code, fragment) in cases {
         let new = dir.join(format!("{case}.new.yaml"));

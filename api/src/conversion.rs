@@ -141,16 +141,17 @@ pub fn v1beta1_to_v1(db: v1beta1::Database) -> v1::Database {
             backup_schedule: s.backup_schedule,
             resources: s.resources,
             config: stash.config,
+            scheduling: stash.scheduling,
         },
         status: db.status,
     }
 }
 
-/// v1 -> v1beta1 (stashes `storageClassName` and `config` when set).
+/// v1 -> v1beta1 (stashes the v1 spec when `storageClassName`, `config` or `scheduling` is set).
 pub fn v1_to_v1beta1(db: v1::Database) -> v1beta1::Database {
     let mut metadata = db.metadata;
     let s = db.spec;
-    if s.storage_class_name.is_some() || s.config.is_some() {
+    if s.storage_class_name.is_some() || s.config.is_some() || s.scheduling.is_some() {
         put_stash(&mut metadata, &s);
     }
     v1beta1::Database {
@@ -205,6 +206,7 @@ pub fn v1alpha1_to_v1(db: v1alpha1::Database) -> Result<v1::Database, Conversion
             backup_schedule,
             resources: stash.resources,
             config: stash.config,
+            scheduling: stash.scheduling,
         },
         status: db.status,
     })
@@ -224,6 +226,7 @@ pub fn v1_to_v1alpha1(db: v1::Database) -> v1alpha1::Database {
         && s.storage_class_name.is_none()
         && s.resources.is_none()
         && s.config.is_none()
+        && s.scheduling.is_none()
         && s.backup_schedule
             .as_deref()
             .is_none_or(|b| b == V1ALPHA1_BACKUP_SCHEDULE);
@@ -256,7 +259,8 @@ mod tests {
                 "engine": "mysql", "replicas": 3, "version": "8.4.7", "storageSize": "20Gi",
                 "storageClassName": "fast", "backupSchedule": "0 2 * * *",
                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-                "config": {"max_connections": "500"}
+                "config": {"max_connections": "500"},
+                "scheduling": scheduling()
             },
             "status": {
                 "conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady", "message": "3/3 ready", "lastTransitionTime": "2026-11-29T10:00:00Z", "observedGeneration": 3}],
@@ -264,6 +268,58 @@ mod tests {
                 "lastBackupTime": "2026-11-29T02:00:00Z", "endpoints": ["orders.shop.svc:3306"], "message": "ok"
             }
         })
+    }
+
+    /// Every `spec.scheduling` field, with nested values.
+    fn scheduling() -> Value {
+        json!({
+            "nodeSelector": {"kubernetes.io/os": "linux", "disktype": "ssd"},
+            "tolerations": [
+                {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoExecute", "tolerationSeconds": 300}
+            ],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]}]}
+                    ]},
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 50, "preference": {"matchExpressions": [{"key": "disktype", "operator": "Exists"}]}}
+                    ]
+                },
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "orders"}},
+                        "topologyKey": "kubernetes.io/hostname"
+                    }}]
+                }
+            },
+            "topologySpreadConstraints": [{
+                "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "orders"}},
+                "matchLabelKeys": ["controller-revision-hash"]
+            }]
+        })
+    }
+
+    #[test]
+    fn scheduling_alone_is_stashed_by_both_older_versions_and_comes_back_whole() {
+        let original = with_spec(
+            minimal_v1(),
+            json!({"replicas": 1, "scheduling": scheduling()}),
+        );
+        for via in [V1BETA1, V1ALPHA1] {
+            let down = convert(original.clone(), via).unwrap();
+            assert!(down["spec"].get("scheduling").is_none(), "{via}: {down:#}");
+            let stash: Value = serde_json::from_str(
+                down["metadata"]["annotations"][ANNOTATION_V1_SPEC]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(stash["scheduling"], original["spec"]["scheduling"], "{via}");
+            assert_eq!(convert(down, V1).unwrap(), original, "via {via}");
+        }
     }
 
     fn minimal_v1() -> Value {
@@ -423,9 +479,26 @@ mod tests {
                     .prop_map(|m| json!(m))
                     .boxed(),
             ),
+            opt(prop_oneof![
+                Just(json!({})),
+                Just(json!({"nodeSelector": {"disktype": "ssd"}})),
+                Just(json!({"tolerations": [{"operator": "Exists"}]})),
+                Just(json!({"affinity": {"podAntiAffinity": {}}, "topologySpreadConstraints": []})),
+            ]
+            .boxed()),
         )
             .prop_map(
-                |(engine, replicas, version, size, class, schedule, resources, config)| {
+                |(
+                    engine,
+                    replicas,
+                    version,
+                    size,
+                    class,
+                    schedule,
+                    resources,
+                    config,
+                    scheduling,
+                )| {
                     let mut m = serde_json::Map::new();
                     for (k, v) in [
                         ("engine", engine),
@@ -436,6 +509,7 @@ mod tests {
                         ("backupSchedule", schedule),
                         ("resources", resources),
                         ("config", config),
+                        ("scheduling", scheduling),
                     ] {
                         if let Some(v) = v {
                             m.insert(k.into(), v);

@@ -286,6 +286,13 @@ fn tighten_spec(spec: &mut Value, fields: &SpecFields) {
             p.remove("nullable");
         }
     }
+    if let Some(Value::Object(sched)) = spec_props_pointer(props, "/scheduling/properties") {
+        for prop in sched.values_mut() {
+            if let Some(p) = prop.as_object_mut() {
+                p.remove("nullable");
+            }
+        }
+    }
     if let Some(p) = fields.replicas.and_then(|f| props.get_mut(f)) {
         set(p, "minimum", json!(REPLICAS_RANGE.start()));
         set(p, "maximum", json!(REPLICAS_RANGE.end()));

@@ -104,17 +104,25 @@ fn div_ceil(n: i128, d: i128) -> i128 {
     }
 }
 
-/// Parses a quantity string exactly.
-pub fn parse(s: &str) -> Result<ParsedQuantity, QuantityError> {
+/// A quantity split into its parts, before any arithmetic: value =
+/// `±int.frac × 10^exp10 × 2^exp2`.
+struct Lexed<'a> {
+    negative: bool,
+    int_digits: &'a str,
+    frac_digits: &'a str,
+    exp10: i64,
+    exp2: u32,
+}
+
+/// Splits `s` by the quantity grammar. Exponents are read as i64 (any digit count that fits), so
+/// callers decide what is too large.
+fn lex(s: &str) -> Result<Lexed<'_>, QuantityError> {
     if s.is_empty() {
         return Err(QuantityError::Empty);
     }
     let invalid = |reason| QuantityError::Invalid {
         value: s.to_string(),
         reason,
-    };
-    let too_large = || QuantityError::TooLarge {
-        value: s.to_string(),
     };
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -181,15 +189,36 @@ pub fn parse(s: &str) -> Result<ParsedQuantity, QuantityError> {
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid("an exponent must be e or E followed by an integer"));
             }
-            if digits.len() > 6 {
-                return Err(too_large());
-            }
-            let e: i64 = rest
-                .parse()
-                .map_err(|_| invalid("the exponent is not an integer"))?;
+            let e: i64 = rest.parse().map_err(|_| QuantityError::TooLarge {
+                value: s.to_string(),
+            })?;
             (e, 0)
         }
     };
+    Ok(Lexed {
+        negative,
+        int_digits,
+        frac_digits,
+        exp10,
+        exp2,
+    })
+}
+
+/// Parses a quantity string exactly.
+pub fn parse(s: &str) -> Result<ParsedQuantity, QuantityError> {
+    let too_large = || QuantityError::TooLarge {
+        value: s.to_string(),
+    };
+    let Lexed {
+        negative,
+        int_digits,
+        frac_digits,
+        exp10,
+        exp2,
+    } = lex(s)?;
+    if !(-999_999..=999_999).contains(&exp10) {
+        return Err(too_large());
+    }
 
     // mantissa = int_digits ++ frac_digits (trailing fraction zeros carry no value).
     let frac_digits = frac_digits.trim_end_matches('0');
@@ -245,6 +274,94 @@ pub fn parse_bytes(q: &Quantity) -> Result<u128, QuantityError> {
 /// Compares two quantity strings by value.
 pub fn compare(a: &str, b: &str) -> Result<Ordering, QuantityError> {
     Ok(parse(a)?.cmp(&parse(b)?))
+}
+
+/// Compares two quantity strings by their exact value, with no magnitude limit.
+///
+/// Kubernetes stores quantities beyond 2^63-1 (`100Ei`, `1e30`) as written, so a stored object
+/// can hold one even though [`parse`] rejects it. Rules that compare an old value with a new one
+/// (storage never shrinks) use this, so such a value cannot switch the rule off. Only grammar
+/// errors fail; no arithmetic can overflow (the digits are multiplied out as decimal digits).
+pub fn compare_exact(a: &str, b: &str) -> Result<Ordering, QuantityError> {
+    Ok(ExactDecimal::of(a)?.cmp(&ExactDecimal::of(b)?))
+}
+
+/// `±digits × 10^exp` with no leading or trailing zero digits; zero has no digits.
+#[derive(Debug, PartialEq, Eq)]
+struct ExactDecimal {
+    negative: bool,
+    digits: Vec<u8>,
+    exp: i128,
+}
+
+impl ExactDecimal {
+    fn of(s: &str) -> Result<Self, QuantityError> {
+        let l = lex(s)?;
+        let mut digits: Vec<u8> = l
+            .int_digits
+            .bytes()
+            .chain(l.frac_digits.bytes())
+            .map(|b| b - b'0')
+            .collect();
+        // × 2^exp2, as repeated doubling of the decimal digits (exp2 ≤ 60).
+        for _ in 0..l.exp2 {
+            let mut carry = 0u8;
+            for d in digits.iter_mut().rev() {
+                let v = *d * 2 + carry;
+                *d = v % 10;
+                carry = v / 10;
+            }
+            if carry > 0 {
+                digits.insert(0, carry);
+            }
+        }
+        let leading = digits.iter().take_while(|d| **d == 0).count();
+        digits.drain(..leading);
+        let trailing = digits.iter().rev().take_while(|d| **d == 0).count();
+        digits.truncate(digits.len() - trailing);
+        let exp = i128::from(l.exp10) - l.frac_digits.len() as i128 + trailing as i128;
+        Ok(ExactDecimal {
+            negative: l.negative && !digits.is_empty(),
+            digits,
+            exp,
+        })
+    }
+
+    /// Position of the leading digit (its power of ten + 1); compares magnitudes of non-zero values.
+    fn magnitude(&self) -> i128 {
+        self.digits.len() as i128 + self.exp
+    }
+
+    fn cmp_abs(&self, other: &Self) -> Ordering {
+        match (self.digits.is_empty(), other.digits.is_empty()) {
+            (true, true) => return Ordering::Equal,
+            (true, false) => return Ordering::Less,
+            (false, true) => return Ordering::Greater,
+            (false, false) => {}
+        }
+        // Same leading position: the digit sequences compare lexicographically (no trailing zeros,
+        // so a longer sequence with an equal prefix is larger).
+        self.magnitude()
+            .cmp(&other.magnitude())
+            .then_with(|| self.digits.cmp(&other.digits))
+    }
+}
+
+impl Ord for ExactDecimal {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.negative, other.negative) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            (false, false) => self.cmp_abs(other),
+            (true, true) => other.cmp_abs(self),
+        }
+    }
+}
+
+impl PartialOrd for ExactDecimal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +449,53 @@ mod tests {
         }
         assert!(parse("9223372036854775807").is_ok());
         assert!(parse("7Ei").is_ok());
+    }
+
+    #[test]
+    fn exact_comparison_has_no_magnitude_limit_and_agrees_with_parse() {
+        use Ordering::*;
+        let cases = [
+            // beyond 2^63-1 and beyond i128 nano-units
+            ("100Ei", "10Gi", Greater),
+            ("8Ei", "7Ei", Greater),
+            ("9223372036854775808", "9223372036854775807", Greater),
+            ("1e30", "1e29", Greater),
+            ("1e40", "99e38", Greater),
+            ("1e999999999", "1e999999998", Greater),
+            ("1e-999999999", "0", Greater),
+            ("-1e40", "1", Less),
+            ("-1e40", "-1e39", Less),
+            ("8Ei", "9223372036854775809", Less),
+            ("8Ei", "9223372036854775808e0", Equal),
+            ("8Ei", "9223372036854775808", Equal),
+            // equal values in other spellings
+            ("100Ei", "115292150460684697600", Equal),
+            ("1e21", "1000E", Equal),
+            ("20Gi", "20480Mi", Equal),
+            ("0.5", "500m", Equal),
+            ("0", "-0", Equal),
+            ("0.000", "0e10", Equal),
+            ("1.50", "1500m", Equal),
+            ("1Ki", "1.024k", Equal),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(compare_exact(a, b).unwrap(), want, "{a} vs {b}");
+            assert_eq!(compare_exact(b, a).unwrap(), want.reverse(), "{b} vs {a}");
+        }
+        assert!(compare_exact("10Gi", "ten").is_err());
+        assert!(compare_exact("1e99999999999999999999", "1").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn exact_comparison_matches_parse_within_its_range(
+            a in 0u64..1_000_000_000, b in 0u64..1_000_000_000,
+            ua in 0usize..6, ub in 0usize..6,
+        ) {
+            let units = ["", "k", "Mi", "Gi", "m", "e3"];
+            let (a, b) = (format!("{a}{}", units[ua]), format!("{b}{}", units[ub]));
+            proptest::prop_assert_eq!(compare_exact(&a, &b).unwrap(), compare(&a, &b).unwrap());
+        }
     }
 
     #[test]

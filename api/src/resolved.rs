@@ -41,6 +41,8 @@ pub struct ResolvedSpec {
     pub resources: Option<ResourceRequirements>,
     /// Engine configuration (validated; empty when unset).
     pub config: BTreeMap<String, String>,
+    /// Pod placement (validated; every field `None` when unset), for the pod templates.
+    pub scheduling: v1::Scheduling,
 }
 
 impl ResolvedSpec {
@@ -102,6 +104,7 @@ pub fn resolve(db: &v1::Database, catalog: &Catalog) -> Result<ResolvedSpec, Vec
         backup_schedule: spec.backup_schedule,
         resources: spec.resources,
         config: spec.config.unwrap_or_default(),
+        scheduling: spec.scheduling.unwrap_or_default(),
     })
 }
 

@@ -81,7 +81,8 @@ pub struct CertConfig {
     pub leaf_validity: Duration,
 
     /// Start an overlapping CA rotation when the CA expires within this.
-    #[arg(long, env = "DBOP_CA_RENEW_BEFORE", default_value = "60d", value_parser = parse_duration)]
+    /// Must be longer than --leaf-validity (a leaf never outlives its CA).
+    #[arg(long, env = "DBOP_CA_RENEW_BEFORE", default_value = "120d", value_parser = parse_duration)]
     pub ca_renew_before: Duration,
 
     /// Issue a new serving certificate when it expires within this.
@@ -121,7 +122,7 @@ impl CertConfig {
             write_cert_dir: None,
             ca_validity: Duration::from_secs(365 * 86_400),
             leaf_validity: Duration::from_secs(90 * 86_400),
-            ca_renew_before: Duration::from_secs(60 * 86_400),
+            ca_renew_before: crate::rotation::DEFAULT_CA_RENEW_BEFORE,
             leaf_renew_before: Duration::from_secs(30 * 86_400),
             bundle_propagation: Duration::from_secs(30),
             secret_propagation: Duration::from_secs(180),
@@ -163,6 +164,28 @@ impl CertConfig {
         }
     }
 
+    /// Checks that the timing flags can work together (see [`RotationPolicy::problems`]) and
+    /// that the poll intervals are positive. Called by the manager before anything is written;
+    /// call it at startup to fail fast.
+    pub fn validate(&self) -> Result<(), crate::error::PolicyError> {
+        let mut problems = if self.manage_certs {
+            self.policy().problems()
+        } else {
+            Vec::new()
+        };
+        if self.cert_reload_interval.is_zero() {
+            problems.push("--cert-reload-interval must be longer than 0".to_string());
+        }
+        if self.manage_certs && self.cert_resync.is_zero() {
+            problems.push("--cert-resync must be longer than 0".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::error::PolicyError { problems })
+        }
+    }
+
     /// Where the CA bundle goes.
     pub fn inject_targets(&self) -> InjectTargets {
         let names = |v: &[String]| v.iter().filter(|s| !s.is_empty()).cloned().collect();
@@ -199,6 +222,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "invalid duration unit in {text:?}: use ms, s, m, h or d"
         )),
     }
+}
+
+/// The inverse of [`parse_duration`]: the largest unit that divides the duration exactly
+/// (`90d`, `36h`, `45s`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 || (d.as_secs() == 0 && !d.is_zero()) {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= size && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }
 
 #[cfg(test)]

@@ -64,12 +64,40 @@ pub enum CertError {
         /// The parser's message.
         message: String,
     },
+    /// The certificate's validity period ended before now.
+    #[error("{what}: certificate expired at {not_after} (now {now})")]
+    Expired {
+        /// Where the PEM came from.
+        what: String,
+        /// End of validity.
+        not_after: jiff::Timestamp,
+        /// The time it was checked at.
+        now: jiff::Timestamp,
+    },
+    /// The certificate's validity period starts after now (clock skew, or a wrong clock).
+    #[error("{what}: certificate is not valid before {not_before} (now {now})")]
+    NotYetValid {
+        /// Where the PEM came from.
+        what: String,
+        /// Start of validity.
+        not_before: jiff::Timestamp,
+        /// The time it was checked at.
+        now: jiff::Timestamp,
+    },
     /// rcgen failed to build or sign a certificate.
     #[error("failed to generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
     /// A validity period does not fit in a timestamp.
     #[error("invalid validity period: {0}")]
     Validity(String),
+}
+
+/// Certificate timing flags that cannot work together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid certificate rotation flags: {}", problems.join("; "))]
+pub struct PolicyError {
+    /// Each problem, with how to fix it.
+    pub problems: Vec<String>,
 }
 
 /// A problem talking to the Kubernetes API or with the state stored there.
@@ -95,6 +123,9 @@ pub enum StoreError {
         /// The certificate error.
         source: CertError,
     },
+    /// The rotation flags cannot work together; nothing is written.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// No stable state within a bounded number of steps (e.g. another writer keeps winning).
     #[error("gave up converging Secret {name}: {attempts} writes lost to other writers without settling")]
     TooManyConflicts {
@@ -112,6 +143,7 @@ impl StoreError {
             StoreError::Kube { .. } => "kube",
             StoreError::Material { .. } => "material",
             StoreError::TooManyConflicts { .. } => "conflicts",
+            StoreError::Policy(_) => "policy",
         }
     }
 }

@@ -10,11 +10,13 @@ pub mod error;
 pub mod generate;
 pub mod inject;
 pub mod manager;
+pub mod metrics;
 pub mod resolver;
 pub mod rotation;
 pub mod store;
 
 pub use config::CertConfig;
-pub use error::{CertError, StoreError};
+pub use error::{CertError, PolicyError, StoreError};
 pub use manager::{CertManager, Readiness};
+pub use metrics::CertMetrics;
 pub use resolver::{ReloadOutcome, ReloadingResolver};

@@ -23,6 +23,7 @@ use crate::config::CertConfig;
 use crate::error::{CertError, StoreError};
 use crate::generate::{cert_info_pem, verify_against};
 use crate::inject::{watch_named, InjectReport, Injector};
+use crate::metrics::{CertMetrics, Certificate};
 use crate::resolver::ReloadingResolver;
 use crate::rotation::Action;
 use crate::store::{self, converge, SecretStore, StoredCerts};
@@ -134,6 +135,7 @@ pub struct CertManager {
     readiness: Readiness,
     remembered: Option<StoredCerts>,
     injected: bool,
+    metrics: CertMetrics,
 }
 
 impl CertManager {
@@ -151,7 +153,14 @@ impl CertManager {
             config,
             remembered: None,
             injected: false,
+            metrics: CertMetrics::global().clone(),
         }
+    }
+
+    /// Records into `metrics` instead of [`CertMetrics::global`].
+    pub fn with_metrics(mut self, metrics: CertMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The readiness handle for `/readyz`.
@@ -173,6 +182,7 @@ impl CertManager {
     }
 
     async fn sync_inner(&mut self) -> Result<SyncReport, StoreError> {
+        self.config.validate()?;
         let names = self.config.serving_names();
         let policy = self.config.policy();
         let converged = converge(
@@ -182,9 +192,17 @@ impl CertManager {
             self.injected,
             self.remembered.as_ref(),
             Timestamp::now,
+            &self.metrics,
         )
         .await?;
         let certs = converged.current.certs;
+        if let Some(info) = certs
+            .ca
+            .as_ref()
+            .and_then(|c| cert_info_pem(&c.cert_pem).ok())
+        {
+            self.metrics.set_expiry(Certificate::Ca, info.not_after);
+        }
         self.remembered = Some(certs.clone());
         if self.config.writes_cert_dir() {
             write_cert_dir(&self.config.cert_dir, &certs).map_err(|source| {
@@ -250,6 +268,13 @@ impl CertManager {
             Api::namespaced(self.client.clone(), &self.config.cert_namespace);
         let mut secret_changes = watch_named(secrets, &self.config.cert_secret);
         let mut target_changes = self.injector.changes();
+        if let Err(error) = self.config.validate() {
+            // Nothing can be fixed by retrying; /readyz reports the reason.
+            tracing::error!(%error, "certificate management cannot start");
+            let _ = self.sync_once().await;
+            shutdown.await;
+            return;
+        }
         let mut failures: u32 = 0;
         loop {
             let delay = match self.sync_once().await {

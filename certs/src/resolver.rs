@@ -6,9 +6,11 @@
 //! symlink; the visible `tls.crt`/`tls.key` symlinks never change, so inotify on them and their
 //! mtimes miss the rotation. Reading two small files every few seconds is cheap and always right.
 //!
-//! A pair is swapped in only if the chain parses, the key parses, and the key matches the leaf.
-//! A half-written update (new cert, old key) is therefore rejected, logged once, and retried on the
-//! next poll, while the old pair keeps serving. Existing TLS connections are never touched: the
+//! A pair is swapped in only if the chain parses, the key parses, the key matches the leaf, and
+//! the leaf is valid now (not expired, not before its `not_before`). A half-written update (new
+//! cert, old key) or an expired certificate is therefore rejected, logged once (an expired or
+//! not-yet-valid one at error level) and counted in `certificate_reloads_total`, and retried on
+//! the next poll, while the old pair keeps serving. Existing TLS connections are never touched: the
 //! resolver is consulted only during new handshakes.
 
 use std::fmt;
@@ -24,10 +26,11 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::CertError;
 use crate::generate::{fingerprint_sha256, parse_cert_der};
+use crate::metrics::{CertMetrics, Certificate, ReloadResult};
 
 /// One validated certificate chain and key, with the bytes it was loaded from.
 struct Served {
@@ -75,6 +78,7 @@ pub struct ReloadingResolver {
     files: Option<CertFiles>,
     /// Digest of the last content we rejected, so a bad file is logged once, not every poll.
     last_rejected: Mutex<Option<[u8; 32]>>,
+    metrics: CertMetrics,
 }
 
 impl fmt::Debug for ReloadingResolver {
@@ -104,13 +108,25 @@ impl ReloadingResolver {
         cert_path: impl Into<PathBuf>,
         key_path: impl Into<PathBuf>,
     ) -> Result<Arc<Self>, CertError> {
+        Self::from_files_with_metrics(cert_path, key_path, CertMetrics::global().clone())
+    }
+
+    /// [`from_files`](Self::from_files) recording into `metrics` instead of the global ones.
+    pub fn from_files_with_metrics(
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        metrics: CertMetrics,
+    ) -> Result<Arc<Self>, CertError> {
         let files = CertFiles {
             cert: cert_path.into(),
             key: key_path.into(),
         };
         let cert_pem = read_file(&files.cert)?;
         let key_pem = read_file(&files.key)?;
-        let served = validate_pair(cert_pem, key_pem, &files.describe())?;
+        let served = validate_pair(cert_pem, key_pem, &files.describe(), jiff::Timestamp::now())?;
+        if let Some(not_after) = served.not_after {
+            metrics.set_expiry(Certificate::Leaf, not_after);
+        }
         info!(
             cert = %files.cert.display(),
             fingerprint = %served.fingerprint,
@@ -121,6 +137,7 @@ impl ReloadingResolver {
             current: ArcSwap::from_pointee(served),
             files: Some(files),
             last_rejected: Mutex::new(None),
+            metrics,
         }))
     }
 
@@ -149,11 +166,17 @@ impl ReloadingResolver {
     /// Builds a resolver from in-memory PEM (chain and key); it has no files to reload, but
     /// [`replace_pem`](Self::replace_pem) swaps it.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Self>, CertError> {
-        let served = validate_pair(cert_pem.to_vec(), key_pem.to_vec(), "in-memory certificate")?;
+        let served = validate_pair(
+            cert_pem.to_vec(),
+            key_pem.to_vec(),
+            "in-memory certificate",
+            jiff::Timestamp::now(),
+        )?;
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(served),
             files: None,
             last_rejected: Mutex::new(None),
+            metrics: CertMetrics::global().clone(),
         }))
     }
 
@@ -166,7 +189,12 @@ impl ReloadingResolver {
         if current.cert_pem == cert_pem && current.key_pem == key_pem {
             return Ok(false);
         }
-        let served = validate_pair(cert_pem.to_vec(), key_pem.to_vec(), "in-memory certificate")?;
+        let served = validate_pair(
+            cert_pem.to_vec(),
+            key_pem.to_vec(),
+            "in-memory certificate",
+            jiff::Timestamp::now(),
+        )?;
         self.swap_in(served);
         Ok(true)
     }
@@ -199,7 +227,7 @@ impl ReloadingResolver {
             }
         }
         let digest = content_digest(&cert_pem, &key_pem);
-        match validate_pair(cert_pem, key_pem, &files.describe()) {
+        match validate_pair(cert_pem, key_pem, &files.describe(), jiff::Timestamp::now()) {
             Ok(served) => {
                 let fingerprint = served.fingerprint.clone();
                 self.swap_in(served);
@@ -283,6 +311,10 @@ impl ReloadingResolver {
     }
 
     fn swap_in(&self, served: Served) {
+        if let Some(not_after) = served.not_after {
+            self.metrics.set_expiry(Certificate::Leaf, not_after);
+        }
+        self.metrics.reload(ReloadResult::Swapped);
         let old = self.current.swap(Arc::new(served));
         let new = self.current.load();
         info!(
@@ -305,11 +337,31 @@ impl ReloadingResolver {
             Err(_) => true,
         };
         if first_time {
-            warn!(
-                error = %reason,
-                serving = %self.current.load().fingerprint,
-                "new certificate files rejected; keeping the current certificate"
-            );
+            let serving = self.current.load();
+            match err {
+                CertError::Expired { .. } | CertError::NotYetValid { .. } => {
+                    let result = if matches!(err, CertError::Expired { .. }) {
+                        ReloadResult::RejectedExpired
+                    } else {
+                        ReloadResult::RejectedNotYetValid
+                    };
+                    self.metrics.reload(result);
+                    error!(
+                        error = %reason,
+                        serving = %serving.fingerprint,
+                        serving_not_after = ?serving.not_after,
+                        "new certificate files hold a certificate outside its validity period; refused, keeping the current certificate"
+                    );
+                }
+                _ => {
+                    self.metrics.reload(ReloadResult::RejectedInvalid);
+                    warn!(
+                        error = %reason,
+                        serving = %serving.fingerprint,
+                        "new certificate files rejected; keeping the current certificate"
+                    );
+                }
+            }
         }
         ReloadOutcome::Rejected { reason }
     }
@@ -404,7 +456,13 @@ pub fn certified_key_from_pem(
     }
 }
 
-fn validate_pair(cert_pem: Vec<u8>, key_pem: Vec<u8>, what: &str) -> Result<Served, CertError> {
+/// A valid pair whose leaf is inside its validity period at `now`.
+fn validate_pair(
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    what: &str,
+    now: jiff::Timestamp,
+) -> Result<Served, CertError> {
     let certified = certified_key_from_pem(&cert_pem, &key_pem, what)?;
     let leaf = certified
         .cert
@@ -413,6 +471,20 @@ fn validate_pair(cert_pem: Vec<u8>, key_pem: Vec<u8>, what: &str) -> Result<Serv
             what: what.to_string(),
         })?;
     let info = parse_cert_der(leaf, what)?;
+    if info.not_after <= now {
+        return Err(CertError::Expired {
+            what: what.to_string(),
+            not_after: info.not_after,
+            now,
+        });
+    }
+    if info.not_before > now {
+        return Err(CertError::NotYetValid {
+            what: what.to_string(),
+            not_before: info.not_before,
+            now,
+        });
+    }
     Ok(Served {
         fingerprint: fingerprint_sha256(leaf),
         not_after: Some(info.not_after),
@@ -655,6 +727,118 @@ mod tests {
                 fingerprint: fp(&second)
             }
         );
+    }
+
+    /// Captures what the resolver logs (on this thread) for the assertions below.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_or_not_yet_valid_reloads_are_refused_logged_and_counted() {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let now = jiff::Timestamp::now();
+        let hours = |h: i64| now + jiff::SignedDuration::from_hours(h);
+        let names = ServingNames::for_service("webhook", "ops");
+        let ca = generate_ca("test", hours(-3), Duration::from_secs(10 * 3600)).unwrap();
+        let issue = |at: jiff::Timestamp| {
+            issue_serving_cert(&ca, &names, at, Duration::from_secs(3600)).unwrap()
+        };
+        let (current, expired, future, next) =
+            (issue(now), issue(hours(-2)), issue(hours(2)), issue(now));
+
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path(), &current);
+        let metrics = CertMetrics::new();
+        let resolver = ReloadingResolver::from_files_with_metrics(
+            dir.path().join("tls.crt"),
+            dir.path().join("tls.key"),
+            metrics.clone(),
+        )
+        .unwrap();
+        let cases = [
+            (
+                "already_expired",
+                &expired,
+                "certificate expired at",
+                ReloadResult::RejectedExpired,
+            ),
+            (
+                "not_yet_valid",
+                &future,
+                "certificate is not valid before",
+                ReloadResult::RejectedNotYetValid,
+            ),
+        ];
+        for (name, pair, want, counter) in cases {
+            write_pair(dir.path(), pair);
+            for _ in 0..3 {
+                let outcome = resolver.reload_from_files().await;
+                assert!(
+                    matches!(&outcome, ReloadOutcome::Rejected { reason } if reason.contains(want)),
+                    "{name}: {outcome:?}"
+                );
+            }
+            assert_eq!(
+                resolver.fingerprint(),
+                fp(&current),
+                "{name}: keeps serving"
+            );
+            assert_eq!(
+                metrics.reloads(counter),
+                1,
+                "{name}: counted once per content"
+            );
+            let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains(want)).collect();
+            assert_eq!(lines.len(), 1, "{name}: logged once:\n{text}");
+            assert!(
+                lines[0].contains("ERROR"),
+                "{name}: at error level: {}",
+                lines[0]
+            );
+        }
+        assert_eq!(metrics.reloads(ReloadResult::RejectedInvalid), 0);
+        assert_eq!(metrics.reloads(ReloadResult::Swapped), 0);
+
+        write_pair(dir.path(), &next);
+        assert_eq!(
+            resolver.reload_from_files().await,
+            ReloadOutcome::Swapped {
+                fingerprint: fp(&next)
+            }
+        );
+        assert_eq!(metrics.reloads(ReloadResult::Swapped), 1);
+        let gauge = metrics.encode().unwrap();
+        assert!(
+            gauge.contains("certificate_expiry_seconds{certificate=\"leaf\"} 3"),
+            "{gauge}"
+        );
+
+        // At startup the same check applies: an expired pair is an error, not served.
+        write_pair(dir.path(), &expired);
+        let err =
+            ReloadingResolver::from_files(dir.path().join("tls.crt"), dir.path().join("tls.key"))
+                .unwrap_err();
+        assert!(matches!(err, CertError::Expired { .. }), "{err}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::generate::{
     bundle_info, cert_info_pem, generate_ca, issue_serving_cert, verifies_against, PemPair,
     ServingNames,
 };
+use crate::metrics::{CertMetrics, RotationOutcome};
 use crate::resolver::certified_key_from_pem;
 use crate::rotation::{
     next_action, Action, CertFacts, ForceRotation, LeafFacts, LeafReason, Observed, Phase,
@@ -214,7 +215,8 @@ impl StoredCerts {
         let ca_facts = |pair: &Option<PemPair>| {
             let pair = pair.as_ref()?;
             let info = cert_info_pem(&pair.cert_pem).ok()?;
-            if !info.is_ca {
+            // An expired CA can sign nothing the API server accepts: unusable like a broken one.
+            if !info.is_ca || info.not_after <= now {
                 return None;
             }
             certified_key_from_pem(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes(), "CA").ok()?;
@@ -247,8 +249,13 @@ impl StoredCerts {
         let bundle = self.bundle_fingerprints();
         let ca_fp = ca.as_ref().map(|(_, fp)| fp.clone());
         let next_fp = next_ca.as_ref().map(|(_, fp)| fp.clone());
+        let bundle_has_live_ca = self
+            .live_bundle_cas(now)
+            .iter()
+            .any(|pem| cert_info_pem(pem).ok().map(|i| i.fingerprint).as_ref() != next_fp.as_ref());
         Observed {
             exists: true,
+            bundle_has_live_ca,
             bundle_has_ca: ca_fp.as_ref().is_some_and(|fp| bundle.contains(fp)),
             bundle_has_next_ca: next_fp.as_ref().is_some_and(|fp| bundle.contains(fp)),
             bundle_has_others: bundle
@@ -316,6 +323,19 @@ impl StoredCerts {
                 next.next_ca = None;
                 next.set_phase(Phase::LeafRotated, now);
             }
+            Action::RecoverCa => {
+                // The unusable CA stays in ca.crt/ca.key (for diagnosis) until the promotion
+                // replaces it; what the API server trusts today stays in the bundle.
+                let new_ca = generate_ca(CA_NAME, now, policy.ca_validity)?;
+                let mut parts = self.live_bundle_cas(now);
+                parts.push(new_ca.cert_pem.clone());
+                next.bundle_pem = join_pem(&parts.iter().map(String::as_str).collect::<Vec<_>>());
+                next.next_ca = Some(new_ca);
+                if next.force == Some(ForceRotation::Ca) {
+                    next.force = None;
+                }
+                next.set_phase(Phase::BundlePublished, now);
+            }
             Action::DropOldCa | Action::AbortCaRotation => {
                 let ca = self.ca.as_ref().ok_or_else(missing_ca)?;
                 next.bundle_pem = ca.cert_pem.clone();
@@ -323,10 +343,7 @@ impl StoredCerts {
                 next.set_phase(Phase::Stable, now);
             }
             Action::RepairBundle => {
-                let mut parts: Vec<String> = split_pem_certs(&self.bundle_pem)
-                    .into_iter()
-                    .filter(|pem| cert_info_pem(pem).is_ok_and(|i| i.not_after > now))
-                    .collect();
+                let mut parts = self.live_bundle_cas(now);
                 let have = |parts: &[String], pem: &str| {
                     let fp = cert_info_pem(pem).map(|i| i.fingerprint).ok();
                     parts
@@ -334,7 +351,10 @@ impl StoredCerts {
                         .any(|p| cert_info_pem(p).map(|i| i.fingerprint).ok() == fp)
                 };
                 for pair in [&self.ca, &self.next_ca].into_iter().flatten() {
-                    if !have(&parts, &pair.cert_pem) {
+                    // A garbled ca.crt must not make the whole bundle unparsable.
+                    let live_ca =
+                        cert_info_pem(&pair.cert_pem).is_ok_and(|i| i.is_ca && i.not_after > now);
+                    if live_ca && !have(&parts, &pair.cert_pem) {
                         parts.push(pair.cert_pem.clone());
                     }
                 }
@@ -342,6 +362,14 @@ impl StoredCerts {
             }
         }
         Ok(next)
+    }
+
+    /// The bundle's CA certificates that are still valid at `now`, as PEM blocks.
+    fn live_bundle_cas(&self, now: Timestamp) -> Vec<String> {
+        split_pem_certs(&self.bundle_pem)
+            .into_iter()
+            .filter(|pem| cert_info_pem(pem).is_ok_and(|i| i.is_ca && i.not_after > now))
+            .collect()
     }
 
     fn set_phase(&mut self, phase: Phase, now: Timestamp) {
@@ -536,15 +564,21 @@ pub async fn converge(
     bundle_injected: bool,
     remembered: Option<&StoredCerts>,
     now: impl Fn() -> Timestamp,
+    metrics: &CertMetrics,
 ) -> Result<Converged, StoreError> {
     const MAX_STEPS: u32 = 16;
     let material = |source| StoreError::Material {
         name: store.qualified_name(),
         source,
     };
+    policy.validate()?;
     let mut actions = Vec::new();
     let mut lost = 0;
+    // Injection was observed for the bundle read at the start; once this pass changes the
+    // bundle, the new one is not injected yet, whatever bundle_propagation says.
+    let mut bundle_injected = bundle_injected;
     let mut current = store.read().await?;
+    let initial_bundle = current.as_ref().map(|c| c.certs.bundle_pem.clone());
     for _ in 0..MAX_STEPS {
         let t = now();
         let Some(cur) = current.take() else {
@@ -557,15 +591,23 @@ pub async fn converge(
                     info!(secret = %store.qualified_name(), "certificate Secret missing; generating a new CA and serving certificate");
                     StoredCerts::default()
                         .apply(&Action::Create, names, policy, t)
-                        .map_err(material)?
+                        .map_err(|e| {
+                            metrics.rotation(&Action::Create, RotationOutcome::Error);
+                            material(e)
+                        })?
                 }
             };
-            match store.create(&certs).await? {
+            let written = store.create(&certs).await.inspect_err(|_| {
+                metrics.rotation(&Action::Create, RotationOutcome::Error);
+            })?;
+            match written {
                 Write::Written(written) => {
+                    metrics.rotation(&Action::Create, RotationOutcome::Success);
                     actions.push(Action::Create);
                     current = Some(*written);
                 }
                 Write::Lost => {
+                    metrics.rotation(&Action::Create, RotationOutcome::Conflict);
                     lost += 1;
                     info!(secret = %store.qualified_name(), "another writer created the Secret first; adopting it");
                     current = store.read().await?;
@@ -573,6 +615,9 @@ pub async fn converge(
             }
             continue;
         };
+        if Some(&cur.certs.bundle_pem) != initial_bundle.as_ref() {
+            bundle_injected = false;
+        }
         let observed = cur.certs.observe(names, bundle_injected, t);
         let action = next_action(&observed, t, policy);
         if let Action::Wait { until } = action {
@@ -582,17 +627,26 @@ pub async fn converge(
                 next_check: until,
             });
         }
-        let certs = cur
-            .certs
-            .apply(&action, names, policy, t)
-            .map_err(material)?;
-        match store.replace(&cur, &certs).await? {
+        if matches!(action, Action::RecoverCa | Action::Create) {
+            warn!(secret = %store.qualified_name(), ?action, phase = %cur.certs.phase,
+                "the Secret's CA is unusable (missing, unparsable, key mismatch or expired); replacing it");
+        }
+        let certs = cur.certs.apply(&action, names, policy, t).map_err(|e| {
+            metrics.rotation(&action, RotationOutcome::Error);
+            material(e)
+        })?;
+        let written = store.replace(&cur, &certs).await.inspect_err(|_| {
+            metrics.rotation(&action, RotationOutcome::Error);
+        })?;
+        match written {
             Write::Written(written) => {
+                metrics.rotation(&action, RotationOutcome::Success);
                 info!(secret = %store.qualified_name(), ?action, phase = %certs.phase, "certificate Secret updated");
                 actions.push(action);
                 current = Some(*written);
             }
             Write::Lost => {
+                metrics.rotation(&action, RotationOutcome::Conflict);
                 lost += 1;
                 info!(secret = %store.qualified_name(), ?action, "Secret changed while deciding; re-reading");
                 current = store.read().await?;
@@ -617,8 +671,8 @@ mod tests {
     fn policy() -> RotationPolicy {
         RotationPolicy {
             ca_validity: Duration::from_secs(3600),
-            leaf_validity: Duration::from_secs(1800),
-            ca_renew_before: Duration::from_secs(600),
+            leaf_validity: Duration::from_secs(900),
+            ca_renew_before: Duration::from_secs(1200),
             leaf_renew_before: Duration::from_secs(300),
             bundle_propagation: Duration::from_secs(5),
             secret_propagation: Duration::from_secs(10),
@@ -715,7 +769,7 @@ mod tests {
                 Action::IssueLeaf(LeafReason::Invalid),
             ),
             (
-                "ca_key_swapped_regenerates",
+                "ca_key_swapped_is_replaced_with_overlap",
                 StoredCerts {
                     ca: Some(PemPair {
                         cert_pem: good.ca.clone().unwrap().cert_pem,
@@ -723,7 +777,7 @@ mod tests {
                     }),
                     ..good.clone()
                 },
-                Action::Create,
+                Action::RecoverCa,
             ),
             (
                 "emptied_bundle_is_repaired",
@@ -818,6 +872,187 @@ mod tests {
         assert_eq!(certs.bundle_fingerprints().len(), 1);
         assert_eq!(certs.force, None);
         assert_eq!(certs.next_ca, None);
+    }
+
+    fn advance(now: Timestamp, secs: f64) -> Timestamp {
+        now + jiff::SignedDuration::from_secs_f64(secs)
+    }
+
+    /// Runs a Secret through the rotation steps with a simulated clock, as the manager would:
+    /// a step that changes the bundle is injected only at the next pass, and a pass never comes
+    /// sooner than 500 ms after a wait. At every instant the Secret's leaf, and every leaf it
+    /// held within `secret_propagation` (what lagging replicas may still serve), must verify
+    /// against the Secret's bundle. Returns the steps taken.
+    fn simulate(
+        mut certs: StoredCerts,
+        policy: &RotationPolicy,
+        start: Timestamp,
+        seconds: f64,
+    ) -> Vec<(f64, Action)> {
+        let mut now = start;
+        let mut injected = true;
+        let mut steps = Vec::new();
+        let mut recent: Vec<(Timestamp, PemPair)> = vec![(now, certs.leaf.clone().unwrap())];
+        let mut writes_without_time_passing = 0;
+        while now < advance(start, seconds) {
+            let observed = certs.observe(&names(), injected, now);
+            let action = next_action(&observed, now, policy);
+            let elapsed = now.duration_since(start).as_secs_f64();
+            if let Action::Wait { until } = action {
+                now = until.max(advance(now, 0.5));
+                injected = true;
+                writes_without_time_passing = 0;
+                continue;
+            }
+            writes_without_time_passing += 1;
+            assert!(
+                writes_without_time_passing <= 3,
+                "livelock at +{elapsed:.1}s: {steps:?}"
+            );
+            let next = certs.apply(&action, &names(), policy, now).unwrap();
+            if next.bundle_pem != certs.bundle_pem {
+                injected = false;
+            }
+            if next.leaf != certs.leaf {
+                recent.push((now, next.leaf.clone().unwrap()));
+            }
+            recent.retain(|(since, leaf)| {
+                Some(leaf) == next.leaf.as_ref()
+                    || now.duration_since(*since).unsigned_abs() < policy.secret_propagation
+            });
+            for (_, leaf) in &recent {
+                assert!(
+                    verifies_against(&leaf.cert_pem, &next.bundle_pem, now),
+                    "+{elapsed:.1}s after {action:?}: a leaf that may be served is not trusted: {:?}",
+                    crate::generate::verify_against(&leaf.cert_pem, &next.bundle_pem, now)
+                );
+            }
+            steps.push((elapsed, action));
+            certs = next;
+        }
+        steps
+    }
+
+    /// The rotation livelock: a CA with less time left than the leaf's renew window. Every
+    /// leaf it can issue is already "expiring"; the CA must rotate first, and from then on
+    /// leaves and CAs keep rotating on their own with validities of seconds.
+    #[test]
+    fn short_validities_rotate_the_ca_first_and_never_livelock() {
+        let policy = RotationPolicy {
+            ca_validity: Duration::from_secs(75),
+            leaf_validity: Duration::from_secs(30),
+            ca_renew_before: Duration::from_secs(40),
+            leaf_renew_before: Duration::from_secs(12),
+            bundle_propagation: Duration::from_secs(1),
+            secret_propagation: Duration::from_secs(3),
+        };
+        policy.validate().unwrap();
+        let start = Timestamp::now();
+        // Left over from a cluster that was switched off: the CA has 10 s left.
+        let dying = StoredCerts::default()
+            .apply(
+                &Action::Create,
+                &names(),
+                &RotationPolicy {
+                    ca_validity: Duration::from_secs(10),
+                    ..policy.clone()
+                },
+                start,
+            )
+            .unwrap();
+        let steps = simulate(dying, &policy, start, 200.0);
+        let count = |want: &Action| steps.iter().filter(|(_, a)| a == want).count();
+        assert_eq!(
+            steps.first().map(|(_, a)| a),
+            Some(&Action::StartCaRotation),
+            "{steps:?}"
+        );
+        assert!(count(&Action::PromoteNextCa) >= 3, "{steps:?}");
+        assert!(count(&Action::DropOldCa) >= 3, "{steps:?}");
+        assert!(
+            count(&Action::IssueLeaf(LeafReason::Expiring)) >= 3,
+            "{steps:?}"
+        );
+        // Promotions happen before the old CA expires: 10 s for the first one.
+        assert!(steps
+            .iter()
+            .any(|(t, a)| *a == Action::PromoteNextCa && *t < 10.0));
+    }
+
+    #[test]
+    fn unusable_ca_is_replaced_through_the_overlap_not_swapped() {
+        type Break = fn(&mut StoredCerts, &StoredCerts);
+        let cases: Vec<(&str, Break, Option<Action>)> = vec![
+            (
+                "ca_key_garbled",
+                |c, _| {
+                    c.ca.as_mut().unwrap().key_pem =
+                        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"
+                            .into()
+                },
+                Some(Action::RecoverCa),
+            ),
+            (
+                "ca_key_of_another_ca",
+                |c, other| c.ca.as_mut().unwrap().key_pem = other.ca.clone().unwrap().key_pem,
+                Some(Action::RecoverCa),
+            ),
+            (
+                "ca_cert_garbled",
+                |c, _| {
+                    c.ca.as_mut().unwrap().cert_pem =
+                        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into()
+                },
+                Some(Action::RecoverCa),
+            ),
+            ("ca_missing", |c, _| c.ca = None, Some(Action::RecoverCa)),
+            (
+                "ca_and_bundle_garbled",
+                |c, _| {
+                    c.ca = None;
+                    c.bundle_pem = "junk".into();
+                },
+                None,
+            ),
+        ];
+        let policy = policy();
+        for (name, damage, want) in cases {
+            let start = Timestamp::now();
+            let good = created(start);
+            let other = created(start);
+            let mut broken = good.clone();
+            damage(&mut broken, &other);
+            let first = next_action(&broken.observe(&names(), true, start), start, &policy);
+            let Some(want) = want else {
+                assert_eq!(first, Action::Create, "{name}: nothing trusted is left");
+                continue;
+            };
+            assert_eq!(first, want, "{name}");
+            let published = broken.apply(&first, &names(), &policy, start).unwrap();
+            assert_eq!(
+                published.leaf, good.leaf,
+                "{name}: the leaf is not switched yet"
+            );
+            assert_eq!(published.phase, Phase::BundlePublished, "{name}");
+            assert_eq!(
+                published.bundle_fingerprints().len(),
+                2,
+                "{name}: old + new"
+            );
+            assert!(leaf_verifies(&published, start), "{name}");
+
+            let steps = simulate(published, &policy, start, 30.0);
+            let actions: Vec<&Action> = steps.iter().map(|(_, a)| a).collect();
+            assert_eq!(
+                actions,
+                [&Action::PromoteNextCa, &Action::DropOldCa],
+                "{name}: {steps:?}"
+            );
+            // Promotion waited for injection and bundle_propagation (5 s).
+            assert!(steps[0].0 >= 5.0, "{name}: {steps:?}");
+            // The old CA was kept for secret_propagation (10 s) after the new leaf.
+            assert!(steps[1].0 - steps[0].0 >= 10.0, "{name}: {steps:?}");
+        }
     }
 
     #[test]

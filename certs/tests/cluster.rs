@@ -750,3 +750,285 @@ async fn two_running_managers_rotate_the_ca_once() {
     stop_managers(managers).await;
     fx.finish().await;
 }
+
+/// Two clients creating and updating labelled ConfigMaps as fast as they can, through the API
+/// server and therefore through the webhook of `Fixture::with_webhook` (failurePolicy Fail).
+struct Load {
+    running: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(fx: &Fixture) -> Load {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let running = Arc::new(AtomicBool::new(true));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut workers = Vec::new();
+        for worker in 0..2 {
+            let cms: Api<ConfigMap> = fx.ns.api();
+            let (running, ok, failed) =
+                (Arc::clone(&running), Arc::clone(&ok), Arc::clone(&failed));
+            workers.push(tokio::spawn(async move {
+                let mut i = 0u32;
+                while running.load(Ordering::Relaxed) {
+                    let name = format!("load-{worker}-{}", i % 20);
+                    let cm: ConfigMap = serde_json::from_value(json!({
+                        "metadata": {"name": name, "labels": {"certs-e2e": "1"}},
+                        "data": {"i": i.to_string()},
+                    }))
+                    .unwrap();
+                    let pp = PatchParams::apply("certs-e2e-load");
+                    match cms.patch(&name, &pp, &Patch::Apply(&cm)).await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {e}", jiff::Timestamp::now())),
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        Load {
+            running,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    /// Stops the clients; returns (requests ok, failures).
+    async fn stop(self) -> (usize, Vec<String>) {
+        use std::sync::atomic::Ordering;
+        self.running.store(false, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let failed = self.failed.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failed)
+    }
+}
+
+/// Starts a manager for `config` recording into `metrics`, registered for readiness checks.
+fn spawn_manager_with(
+    fx: &Fixture,
+    config: CertConfig,
+    metrics: certs::CertMetrics,
+) -> RunningManager {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let manager = CertManager::new(fx.ns.client(), config).with_metrics(metrics);
+    fx.readiness.lock().unwrap().push(manager.readiness());
+    let task = tokio::spawn(manager.run(async move {
+        let _ = rx.await;
+    }));
+    (task, tx)
+}
+
+/// The rotation livelock and the clock, end to end. The Secret holds a CA with 10 s left
+/// (a cluster that was switched off), less than the leaf's 12 s renew window, so every leaf it
+/// can issue is already "expiring": the CA must rotate first. Then, with validities of
+/// seconds (leaf 30 s renewed 12 s before expiry, CA 60 s renewed 35 s before), the clock
+/// alone drives a leaf renewal and a second full CA rotation, while two clients keep writing
+/// through the API server, which calls the webhook (failurePolicy Fail, one handshake per
+/// call) with the injected caBundle. Zero requests may fail.
+#[tokio::test]
+async fn short_validities_rotate_a_dying_ca_first_then_by_the_clock_fail_zero_requests() {
+    use certs::metrics::RotationOutcome;
+    use certs::rotation::{Action, RotationPolicy};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fx = Fixture::with_webhook("certs-clock", Some(port)).await;
+    let mut config = fx.config.clone();
+    config.leaf_validity = Duration::from_secs(30);
+    config.leaf_renew_before = Duration::from_secs(12);
+    config.ca_validity = Duration::from_secs(60);
+    config.ca_renew_before = Duration::from_secs(35);
+    config.validate().unwrap();
+
+    let dying_policy = RotationPolicy {
+        ca_validity: Duration::from_secs(10),
+        ..config.policy()
+    };
+    let dying = StoredCerts::default()
+        .apply(
+            &Action::Create,
+            &config.serving_names(),
+            &dying_policy,
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    let mut secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(config.cert_secret.clone()),
+            ..Default::default()
+        },
+        ..Secret::default()
+    };
+    dying.write_into(&mut secret);
+    fx.secrets()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let dying_ca = ca_fingerprint(&dying);
+
+    let metrics = certs::CertMetrics::new();
+    let manager = spawn_manager_with(&fx, config.clone(), metrics.clone());
+    fx.wait_injected().await;
+    let (resolver, _reload_stop) = fx.reloading_resolver().await;
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    tokio::spawn(serve_allow_all(
+        listener,
+        Arc::clone(&resolver),
+        Arc::clone(&served),
+    ));
+    let load = Load::start(&fx);
+    wait_webhook_calls(&served, 0, "webhook calls under load").await;
+
+    let cas = std::sync::Mutex::new(std::collections::BTreeSet::from([dying_ca.clone()]));
+    let (samples, phases) = watch_trust_until(&fx, &resolver, |stored, resolver| {
+        let ca = ca_fingerprint(stored);
+        let mut cas = cas.lock().unwrap();
+        cas.insert(ca);
+        cas.len() >= 3
+            && stored.phase == certs::rotation::Phase::Stable
+            && resolver.fingerprint() == leaf_fingerprint(stored)
+            && metrics.rotations("issue_leaf", RotationOutcome::Success) >= 1
+    })
+    .await;
+    let calls_before = served.lock().unwrap().len();
+    wait_webhook_calls(&served, calls_before, "webhook calls after the rotations").await;
+    let (ok, failed) = load.stop().await;
+
+    let leaves: std::collections::BTreeSet<String> =
+        served.lock().unwrap().iter().cloned().collect();
+    let count = |step: &str| metrics.rotations(step, RotationOutcome::Success);
+    eprintln!(
+        "clock-driven: {ok} requests ok, {} failed, {} webhook handshakes, {} distinct leaves served, \
+         {} CAs, {samples} samples, phases {phases:?}; writes: start_ca_rotation {}, promote_next_ca {}, \
+         drop_old_ca {}, issue_leaf {}",
+        failed.len(),
+        served.lock().unwrap().len(),
+        leaves.len(),
+        cas.lock().unwrap().len(),
+        count("start_ca_rotation"),
+        count("promote_next_ca"),
+        count("drop_old_ca"),
+        count("issue_leaf"),
+    );
+    assert!(
+        failed.is_empty(),
+        "{} requests failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(count("start_ca_rotation") >= 2 && count("promote_next_ca") >= 2);
+    assert!(count("drop_old_ca") >= 2);
+    assert!(
+        leaves.len() >= 3,
+        "dying, first-rotation and later leaves served"
+    );
+    assert_eq!(metrics.rotations("issue_leaf", RotationOutcome::Error), 0);
+
+    stop_managers([manager]).await;
+    fx.finish().await;
+}
+
+/// A CA key damaged in the Secret is not swapped for a new CA at once (the API server would
+/// reject the served leaf until the new bundle and leaf propagate): the new CA is published
+/// beside the old one first, the leaf switched after propagation, the old CA dropped last,
+/// while the load through the API server fails zero requests.
+#[tokio::test]
+async fn corrupted_ca_key_is_replaced_through_the_overlap_fail_zero_requests() {
+    use certs::metrics::RotationOutcome;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fx = Fixture::with_webhook("certs-corrupt", Some(port)).await;
+    let metrics = certs::CertMetrics::new();
+    let manager = spawn_manager_with(&fx, fx.config.clone(), metrics.clone());
+    let before = fx.wait_injected().await;
+    let (resolver, _reload_stop) = fx.reloading_resolver().await;
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    tokio::spawn(serve_allow_all(
+        listener,
+        Arc::clone(&resolver),
+        Arc::clone(&served),
+    ));
+    let load = Load::start(&fx);
+    wait_webhook_calls(&served, 0, "webhook calls under load").await;
+
+    let old_ca = ca_fingerprint(&before);
+    let old_leaf = leaf_fingerprint(&before);
+    let creates_before = metrics.rotations("create", RotationOutcome::Success);
+    // Someone edits the Secret and garbles the CA key (base64 of "not a key").
+    let garbage = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n";
+    let patch = json!({"stringData": {"ca.key": garbage}});
+    fx.secrets()
+        .patch(
+            &fx.config.cert_secret,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let saw_overlap = std::sync::atomic::AtomicBool::new(false);
+    let (samples, phases) = watch_trust_until(&fx, &resolver, |stored, resolver| {
+        if stored.bundle_fingerprints().len() == 2
+            && stored.bundle_fingerprints().contains(&old_ca)
+            && leaf_fingerprint(stored) == old_leaf
+        {
+            // New CA published while the old leaf is still served: the overlap.
+            saw_overlap.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let ca = ca_fingerprint(stored);
+        ca != old_ca
+            && stored.phase == certs::rotation::Phase::Stable
+            && stored.bundle_fingerprints() == vec![ca]
+            && resolver.fingerprint() == leaf_fingerprint(stored)
+    })
+    .await;
+    let calls_before = served.lock().unwrap().len();
+    wait_webhook_calls(
+        &served,
+        calls_before,
+        "webhook calls after the CA replacement",
+    )
+    .await;
+    let (ok, failed) = load.stop().await;
+    eprintln!(
+        "corrupted CA: {ok} requests ok, {} failed, {samples} samples, phases {phases:?}",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} requests failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        saw_overlap.load(std::sync::atomic::Ordering::Relaxed),
+        "the new CA was never published beside the old one before the leaf switched: {phases:?}"
+    );
+    for phase in ["BundlePublished", "LeafRotated"] {
+        assert!(
+            phases.iter().any(|p| p == phase),
+            "phase {phase} never observed: {phases:?}"
+        );
+    }
+    assert_eq!(metrics.rotations("recover_ca", RotationOutcome::Success), 1);
+    assert_eq!(
+        metrics.rotations("create", RotationOutcome::Success),
+        creates_before,
+        "no immediate swap to a fresh CA"
+    );
+
+    stop_managers([manager]).await;
+    fx.finish().await;
+}

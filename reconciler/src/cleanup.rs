@@ -20,7 +20,8 @@ use serde_json::json;
 use tracing::info;
 
 use crate::desired;
-use crate::error::{is_not_found, Error};
+use crate::error::{classify_finalizer_patch_error, is_not_found, Error, FinalizerPatchFailure};
+use crate::ownership::controlled_by;
 use crate::reconcile::{publish, write_status, Context};
 use crate::status::{self, Observation, Problem, WorkloadStatus};
 use crate::FINALIZER;
@@ -35,11 +36,26 @@ pub fn delete_pvcs_requested(db: &Database) -> bool {
 }
 
 fn owned_by(obj: &impl Resource, db: &Database) -> bool {
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| Some(&r.uid) == db.metadata.uid.as_ref())
+    controlled_by(obj.meta(), db)
+}
+
+/// Pods cleanup waits for: those of a StatefulSet `<name>`, except pods whose controller is a
+/// StatefulSet of that name that is not ours (a foreign workload's pods are not our business).
+pub fn pods_to_wait_for<'a>(
+    pods: &'a [Pod],
+    sts_name: &str,
+    foreign_sts_uid: Option<&str>,
+) -> Vec<&'a Pod> {
+    pods.iter()
+        .filter(|p| {
+            p.owner_references().iter().any(|r| {
+                r.controller == Some(true)
+                    && r.kind == "StatefulSet"
+                    && r.name == sts_name
+                    && Some(r.uid.as_str()) != foreign_sts_uid
+            })
+        })
+        .collect()
 }
 
 /// Deletes `name` if it exists and is owned by `db`. Returns true if a delete was issued.
@@ -117,23 +133,29 @@ pub async fn run(db: &Database, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    let pods = pod_api
+    let all_pods = pod_api
         .list(&ListParams::default().labels(&desired::selector_string(&name)))
         .await
         .map_err(|e| Error::kube("list", "Pod", &ns, &name, e))?
         .items;
+    let foreign_sts_uid = sts
+        .as_ref()
+        .filter(|s| !owned_by(*s, db))
+        .and_then(|s| s.metadata.uid.as_deref());
+    let pods = pods_to_wait_for(&all_pods, &name, foreign_sts_uid);
     let sts_still_there = sts.as_ref().is_some_and(|s| owned_by(s, db))
         && sts_api
             .get_opt(&name)
             .await
             .map_err(|e| Error::kube("get", "StatefulSet", &ns, &name, e))?
-            .is_some();
+            .is_some_and(|s| owned_by(&s, db));
+    let sts = sts.as_ref().filter(|s| owned_by(*s, db));
     if sts_still_there || !pods.is_empty() {
         let waiting = format!(
             "cleanup: waiting for StatefulSet {name} and its {} pod(s) to terminate",
             pods.len()
         );
-        return wait(db, ctx, sts.as_ref(), waiting).await;
+        return wait(db, ctx, sts, waiting).await;
     }
 
     // 3. The rest of the children.
@@ -302,17 +324,23 @@ async fn remove_finalizer(db: &Database, ctx: &Context, ns: &str, name: &str) ->
     {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        // The `test` on the finalizer's index failed: the list changed since we read it.
-        Err(kube::Error::Api(s)) if s.code == 422 => {
-            Err(Error::Stale(format!("Database {ns}/{name}")))
-        }
-        Err(e) => Err(Error::kube(
-            "remove finalizer from",
-            "Database",
-            ns,
-            name,
-            e,
-        )),
+        Err(e) => match classify_finalizer_patch_error(&e) {
+            // The `test` on the finalizer's index failed: the list changed since we read it.
+            FinalizerPatchFailure::Stale => Err(Error::Stale(format!("Database {ns}/{name}"))),
+            FinalizerPatchFailure::Denied(message) => Err(Error::FinalizerDenied {
+                action: "removing",
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+                message,
+            }),
+            FinalizerPatchFailure::Other => Err(Error::kube(
+                "remove finalizer from",
+                "Database",
+                ns,
+                name,
+                e,
+            )),
+        },
     }
 }
 
@@ -321,6 +349,54 @@ mod tests {
     use super::*;
     use crate::desired::tests::{db, spec};
     use std::collections::BTreeMap;
+
+    fn pod(name: &str, owner: Option<(&str, &str, &str)>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.to_owned());
+        p.metadata.owner_references = owner.map(|(kind, n, uid)| {
+            vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: kind.into(),
+                    name: n.into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]
+        });
+        p
+    }
+
+    #[test]
+    fn cleanup_waits_only_for_pods_of_our_statefulset() {
+        let pods = [
+            pod("ours-0", Some(("StatefulSet", "orders", "our-sts"))),
+            pod("foreign-0", Some(("StatefulSet", "orders", "foreign-sts"))),
+            pod("other-sts-0", Some(("StatefulSet", "billing", "b"))),
+            pod("bare", None),
+        ];
+        let names = |v: Vec<&Pod>| v.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        let rows = [
+            (
+                "no_foreign_statefulset_waits_for_all_of_orders",
+                None,
+                vec!["ours-0", "foreign-0"],
+            ),
+            (
+                "a_foreign_statefulsets_pods_do_not_block",
+                Some("foreign-sts"),
+                vec!["ours-0"],
+            ),
+        ];
+        for (name, foreign, want) in rows {
+            assert_eq!(
+                names(pods_to_wait_for(&pods, "orders", foreign)),
+                want,
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn pvcs_are_kept_unless_the_annotation_says_true() {

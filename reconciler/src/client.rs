@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{Method, Request};
 use kube::client::ClientBuilder;
@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, VerbLabels};
 /// Shared record of mutating requests (`"PATCH /apis/apps/v1/namespaces/x/statefulsets/y"`).
 #[derive(Clone, Debug, Default)]
 pub struct WriteLog {
-    entries: Arc<Mutex<Vec<String>>>,
+    entries: Arc<Mutex<Vec<(SystemTime, String)>>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -42,11 +42,16 @@ impl WriteLog {
         if entries.len() >= 10_000 {
             entries.drain(..5_000);
         }
-        entries.push(format!("{method} {path}"));
+        entries.push((SystemTime::now(), format!("{method} {path}")));
     }
 
     /// All recorded writes so far.
     pub fn entries(&self) -> Vec<String> {
+        self.timed_entries().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// All recorded writes so far with the time each request was sent.
+    pub fn timed_entries(&self) -> Vec<(SystemTime, String)> {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -121,6 +126,15 @@ pub fn build_client(config: Config, qps: u32, log: WriteLog) -> Result<Client, k
         .with_layer(&RateLimitLayer::new(qps, Duration::from_secs(1)))
         .build();
     Ok(client)
+}
+
+/// Builds the leader-election client: kube's default stack and the write log, but not the
+/// reconcile traffic's rate limiter, so a busy controller can never delay its own renewals
+/// (renewals are one GET and one PUT per retry period).
+pub fn build_lease_client(config: Config, log: WriteLog) -> Result<Client, kube::Error> {
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&WriteLogLayer::new(log))
+        .build())
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub const ANNOTATION_ENGINE: &str = "example.com/engine";
 pub const ANNOTATION_VERSION: &str = "example.com/version";
 /// StatefulSet annotation naming the pod a stalled rollout is paused at (with the partition).
 pub const ANNOTATION_ROLLOUT_PAUSED: &str = "example.com/rollout-paused-at";
+/// StatefulSet annotation recording the uid of the credentials Secret this operator created:
+/// that Secret stays ours even if its ownerReference is edited away; any other is foreign.
+pub const ANNOTATION_CREDENTIALS_UID: &str = "example.com/credentials-secret-uid";
 
 pub const COMPONENT_DATABASE: &str = "database";
 pub const COMPONENT_CONFIG: &str = "config";
@@ -54,6 +57,10 @@ pub const COMPONENT_BACKUP: &str = "backup";
 pub const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
 const BACKUP_VOLUME: &str = "backup";
+/// emptyDir for `/tmp` (both pods run with a read-only root filesystem).
+const TMP_VOLUME: &str = "tmp";
+/// emptyDir for the server's socket/pid directory.
+const RUN_VOLUME: &str = "run";
 
 /// Long enough for a clean shutdown checkpoint / InnoDB flush.
 pub const TERMINATION_GRACE_SECONDS: i64 = 90;
@@ -214,6 +221,38 @@ pub fn desired_credentials_secret(
     })
 }
 
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(Default::default()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// What every pod of a Database shares, server and backup alike: the user's placement, the
+/// non-root security context, no service links, and no ServiceAccount token (a database server
+/// or dump has no business with the Kubernetes API).
+fn pod_base(scheduling: &api::v1::Scheduling) -> PodSpec {
+    PodSpec {
+        node_selector: scheduling.node_selector.clone(),
+        tolerations: scheduling.tolerations.clone(),
+        affinity: scheduling.affinity.clone(),
+        topology_spread_constraints: scheduling.topology_spread_constraints.clone(),
+        security_context: Some(pod_security_context()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        ..Default::default()
+    }
+}
+
 fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
@@ -232,6 +271,8 @@ fn pod_security_context() -> PodSecurityContext {
 fn container_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
+        // Everything the engines write goes to the data volume or an emptyDir below.
+        read_only_root_filesystem: Some(true),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".to_owned()]),
             ..Default::default()
@@ -313,6 +354,8 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
                 read_only: Some(true),
                 ..Default::default()
             },
+            mount(TMP_VOLUME, "/tmp"),
+            mount(RUN_VOLUME, engine::run_dir(eng)),
         ]),
         security_context: Some(container_security_context()),
         ..Default::default()
@@ -352,18 +395,20 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
                 }),
                 spec: Some(PodSpec {
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
-                    security_context: Some(pod_security_context()),
-                    enable_service_links: Some(false),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: CONFIG_VOLUME.to_owned(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: config_map_name(&p.name),
+                    volumes: Some(vec![
+                        Volume {
+                            name: CONFIG_VOLUME.to_owned(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: config_map_name(&p.name),
+                                ..Default::default()
+                            }),
                             ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
+                        },
+                        empty_dir(TMP_VOLUME),
+                        empty_dir(RUN_VOLUME),
+                    ]),
+                    ..pod_base(&resolved.scheduling)
                 }),
             },
             volume_claim_templates: Some(vec![data_claim_template(&p.name, resolved)]),
@@ -453,11 +498,10 @@ pub fn desired_backup_cronjob(
             engine::dump_command(eng, &p.name),
         ]),
         env: Some(engine::backup_env(eng, &credentials_secret_name(&p.name))),
-        volume_mounts: Some(vec![VolumeMount {
-            name: BACKUP_VOLUME.to_owned(),
-            mount_path: engine::BACKUP_MOUNT_PATH.to_owned(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![
+            mount(BACKUP_VOLUME, engine::BACKUP_MOUNT_PATH),
+            mount(TMP_VOLUME, "/tmp"),
+        ]),
         security_context: Some(container_security_context()),
         ..Default::default()
     };
@@ -482,17 +526,21 @@ pub fn desired_backup_cronjob(
                         }),
                         spec: Some(PodSpec {
                             restart_policy: Some("OnFailure".to_owned()),
-                            security_context: Some(pod_security_context()),
                             containers: vec![container],
-                            volumes: Some(vec![Volume {
-                                name: BACKUP_VOLUME.to_owned(),
-                                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                    claim_name: backup_pvc_name(&p.name),
-                                    read_only: Some(false),
-                                }),
-                                ..Default::default()
-                            }]),
-                            ..Default::default()
+                            volumes: Some(vec![
+                                Volume {
+                                    name: BACKUP_VOLUME.to_owned(),
+                                    persistent_volume_claim: Some(
+                                        PersistentVolumeClaimVolumeSource {
+                                            claim_name: backup_pvc_name(&p.name),
+                                            read_only: Some(false),
+                                        },
+                                    ),
+                                    ..Default::default()
+                                },
+                                empty_dir(TMP_VOLUME),
+                            ]),
+                            ..pod_base(&resolved.scheduling)
                         }),
                     },
                     ..Default::default()
@@ -551,6 +599,47 @@ pub(crate) mod tests {
 
     pub(crate) fn resolved(db: &Database) -> ResolvedSpec {
         api::resolved::resolve(db, &Catalog::builtin()).expect("spec resolves")
+    }
+
+    #[test]
+    fn scheduling_is_copied_into_the_database_and_backup_pod_templates() {
+        let scheduling: api::v1::Scheduling = serde_json::from_value(serde_json::json!({
+            "nodeSelector": {"disktype": "ssd"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+                "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway"}]
+        }))
+        .unwrap();
+        let mut s = spec(api::v1::Engine::Postgres, 3);
+        s.backup_schedule = Some("@daily".to_owned());
+        s.scheduling = Some(scheduling.clone());
+        let d = db("orders", s);
+        let r = resolved(&d);
+        let sts = desired_statefulset(&d, &r).unwrap();
+        let cron = desired_backup_cronjob(&d, &r).unwrap().unwrap();
+        let job_pod = cron.spec.job_template.spec.unwrap().template.spec.unwrap();
+        for pod in [sts.spec.unwrap().template.spec.unwrap(), job_pod] {
+            assert_eq!(pod.node_selector, scheduling.node_selector);
+            assert_eq!(pod.tolerations, scheduling.tolerations);
+            assert_eq!(pod.affinity, scheduling.affinity);
+            assert_eq!(
+                pod.topology_spread_constraints,
+                scheduling.topology_spread_constraints
+            );
+        }
+        // without spec.scheduling the pod templates carry no placement at all
+        let plain = db("plain", spec(api::v1::Engine::Postgres, 1));
+        let pod = desired_statefulset(&plain, &resolved(&plain))
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+        assert!(pod.affinity.is_none() && pod.topology_spread_constraints.is_none());
     }
 
     #[test]
@@ -626,6 +715,87 @@ pub(crate) mod tests {
         let hs = headless.spec.unwrap();
         assert_eq!(hs.cluster_ip.as_deref(), Some("None"));
         assert_eq!(hs.publish_not_ready_addresses, Some(true));
+    }
+
+    /// Paths each pod's container can write: its volume mounts that are not read-only.
+    fn writable_mounts(pod: &PodSpec) -> Vec<String> {
+        let mut out: Vec<String> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.read_only != Some(true))
+            .map(|m| m.mount_path.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn database_and_backup_pods_get_no_token_and_a_read_only_root() {
+        let mut s = spec(api::v1::Engine::Postgres, 1);
+        s.backup_schedule = Some("0 3 * * *".to_owned());
+        let pg = db("orders", s.clone());
+        s.engine = Some(api::v1::Engine::Mysql);
+        let my = db("orders", s);
+        let pod_of_sts = |d: &Database| {
+            desired_statefulset(d, &resolved(d))
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        let pod_of_backup = |d: &Database| {
+            desired_backup_cronjob(d, &resolved(d))
+                .unwrap()
+                .unwrap()
+                .spec
+                .job_template
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        // (behaviour, pod, the only paths it may write)
+        let rows = [
+            (
+                "postgres_server_writes_data_socket_dir_and_tmp",
+                pod_of_sts(&pg),
+                vec!["/tmp", "/var/lib/postgresql/data", "/var/run/postgresql"],
+            ),
+            (
+                "mysql_server_writes_data_socket_dir_and_tmp",
+                pod_of_sts(&my),
+                vec!["/tmp", "/var/lib/mysql", "/var/run/mysqld"],
+            ),
+            (
+                "postgres_backup_writes_backup_volume_and_tmp",
+                pod_of_backup(&pg),
+                vec!["/backup", "/tmp"],
+            ),
+            (
+                "mysql_backup_writes_backup_volume_and_tmp",
+                pod_of_backup(&my),
+                vec!["/backup", "/tmp"],
+            ),
+        ];
+        for (name, pod, writable) in rows {
+            assert_eq!(pod.automount_service_account_token, Some(false), "{name}");
+            let sc = pod.containers[0].security_context.as_ref().unwrap();
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+            assert_eq!(writable_mounts(&pod), writable, "{name}");
+            // Every writable path other than the PVC is an emptyDir of the pod.
+            for m in pod.containers[0].volume_mounts.iter().flatten() {
+                let vol = pod.volumes.iter().flatten().find(|v| v.name == m.name);
+                assert!(
+                    vol.is_some() || m.name == DATA_VOLUME,
+                    "{name}: mount {} has no volume",
+                    m.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub fn data_mount_path(engine: &Engine) -> &'static str {
     }
 }
 
+/// The server's socket and pid directory: an emptyDir, since the root filesystem is read-only.
+pub fn run_dir(engine: &Engine) -> &'static str {
+    match engine {
+        Engine::Postgres => "/var/run/postgresql",
+        Engine::Mysql => "/var/run/mysqld",
+    }
+}
+
 /// Directory the ConfigMap is mounted into, and the file name inside it.
 pub fn config_mount(engine: &Engine) -> (&'static str, &'static str) {
     match engine {

@@ -23,6 +23,18 @@ pub enum Error {
     /// which the API server reports as 422): retry with a fresh copy.
     #[error("{0} changed since it was read; retrying with a fresh copy")]
     Stale(String),
+    /// Objects with the names of this Database's children exist without its controller
+    /// ownerReference: they are left untouched and reported (retried with backoff).
+    #[error("{0}")]
+    NameConflict(String),
+    /// Admission (a webhook or policy) denied adding or removing the cleanup finalizer.
+    #[error("{action} the cleanup finalizer of Database {namespace}/{name} was denied: {message}")]
+    FinalizerDenied {
+        action: &'static str,
+        namespace: String,
+        name: String,
+        message: String,
+    },
     /// Building a desired object failed (should not happen with valid input).
     #[error("failed to serialize {kind}: {source}")]
     Serialize {
@@ -86,8 +98,10 @@ impl Error {
     /// bad requests. Everything else (network, 5xx, 409 conflicts, 429) is transient.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::MissingMetadata(_) | Error::Serialize { .. } => true,
-            Error::Stale(_) => false,
+            Error::MissingMetadata(_) | Error::Serialize { .. } | Error::FinalizerDenied { .. } => {
+                true
+            }
+            Error::Stale(_) | Error::NameConflict(_) => false,
             Error::Kube { .. } => matches!(
                 self.api_status().map(|s| s.code),
                 Some(400 | 403 | 405 | 413 | 415 | 422)
@@ -101,6 +115,8 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Serialize { .. } => "serialize",
             Error::Stale(_) => "stale_object",
+            Error::NameConflict(_) => "name_conflict",
+            Error::FinalizerDenied { .. } => "finalizer_denied",
             Error::Kube { source, .. } => match source.as_ref() {
                 kube::Error::Api(status) => match status.code {
                     403 => "forbidden",
@@ -121,6 +137,36 @@ impl Error {
 /// True when the error is an API 404.
 pub fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == 404)
+}
+
+/// A failed finalizer JSON patch (`test` op first) classified: the `test` failing (the cached
+/// Database is stale, retry) or admission denying the change (report it, do not call it stale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalizerPatchFailure {
+    Stale,
+    Denied(String),
+    Other,
+}
+
+/// Admission denials carry the plugin's own wording ("admission webhook \"x\" denied the
+/// request: ...", "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: ..."), with
+/// any 4xx code the webhook chose, including 422. A failed JSON-patch `test` is a 422 from the
+/// patch machinery itself, which never says "denied".
+pub fn classify_finalizer_patch_error(err: &kube::Error) -> FinalizerPatchFailure {
+    match err {
+        kube::Error::Api(s) if (400..500).contains(&s.code) && is_admission_denial(&s.message) => {
+            FinalizerPatchFailure::Denied(s.message.clone())
+        }
+        kube::Error::Api(s) if s.code == 422 => FinalizerPatchFailure::Stale,
+        _ => FinalizerPatchFailure::Other,
+    }
+}
+
+fn is_admission_denial(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    (m.contains("admission webhook") && m.contains("denied"))
+        || (m.contains("validatingadmissionpolicy") && m.contains("denied"))
+        || m.contains("denied the request")
 }
 
 /// True when the error is an API 409 AlreadyExists.
@@ -166,6 +212,39 @@ mod tests {
         let e = Error::Stale("Database ns/db".to_owned());
         assert!(!e.is_permanent());
         assert_eq!(e.metric_label(), "stale_object");
+    }
+
+    #[test]
+    fn finalizer_patch_failures_are_classified() {
+        let api = |code: u16, reason: &str, msg: &str| {
+            kube::Error::Api(Status::failure(msg, reason).with_code(code).boxed())
+        };
+        let rows = [
+            (
+                "failed_test_op_is_stale",
+                api(422, "Invalid", "the server rejected our request due to an error in our request"),
+                FinalizerPatchFailure::Stale,
+            ),
+            (
+                "webhook_denial_with_422_is_denied",
+                api(422, "Invalid", "admission webhook \"validate.example.com\" denied the request: finalizers are frozen"),
+                FinalizerPatchFailure::Denied("admission webhook \"validate.example.com\" denied the request: finalizers are frozen".into()),
+            ),
+            (
+                "webhook_denial_with_403_is_denied",
+                api(403, "Forbidden", "admission webhook \"v\" denied the request: no"),
+                FinalizerPatchFailure::Denied("admission webhook \"v\" denied the request: no".into()),
+            ),
+            (
+                "policy_denial_is_denied",
+                api(422, "Invalid", "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: no finalizers"),
+                FinalizerPatchFailure::Denied("ValidatingAdmissionPolicy 'p' with binding 'b' denied request: no finalizers".into()),
+            ),
+            ("outage_is_other", api(503, "ServiceUnavailable", "etcd down"), FinalizerPatchFailure::Other),
+        ];
+        for (name, err, want) in rows {
+            assert_eq!(classify_finalizer_patch_error(&err), want, "{name}");
+        }
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct LeaderElector {
 }
 
 impl LeaderElector {
+    /// `client` should be dedicated to the Lease (see [`crate::client::build_lease_client`]):
+    /// renewals must not queue behind reconcile traffic in a shared rate limiter.
     pub fn new(client: Client, settings: LeaseSettings) -> Self {
         LeaderElector {
             api: Api::namespaced(client, &settings.namespace),
@@ -151,42 +153,64 @@ impl LeaderElector {
             .map(|_| ())
     }
 
-    /// Campaigns forever, publishing leadership on `tx`. A leader that cannot renew within the
-    /// renew deadline publishes `false` (and the caller must stop reconciling).
+    /// Campaigns forever, publishing leadership on `tx`.
+    ///
+    /// Every attempt has a deadline: while leading, the time left until the renew deadline
+    /// (counted from the start of the last successful renewal, since that is the `renewTime`
+    /// others see); while following, one renew deadline. A leader that has not renewed by the
+    /// renew deadline publishes `false` at that moment, even if a request is still hanging, so
+    /// it stops reconciling before the Lease (`renewTime + leaseDuration`, and
+    /// renew deadline < lease duration) can expire for the others.
     pub async fn run(self, tx: watch::Sender<bool>, metrics: Option<std::sync::Arc<Metrics>>) {
+        let deadline = self.settings.renew_deadline;
         let mut last_renewal: Option<Instant> = None;
         loop {
             let leading = *tx.borrow();
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
-                    last_renewal = Some(Instant::now());
+            let started = Instant::now();
+            let budget = match (leading, last_renewal) {
+                (true, Some(t)) => deadline.saturating_sub(t.elapsed()),
+                _ => deadline,
+            };
+            let outcome = tokio::time::timeout(budget, self.try_acquire_or_renew()).await;
+            match outcome {
+                Ok(Ok(true)) => {
+                    last_renewal = Some(started);
                     if !leading {
                         info!(identity = %self.settings.identity, lease = %self.settings.name, "acquired leadership");
                         tx.send_replace(true);
                     }
                 }
-                Ok(false) => {
+                Ok(Ok(false)) => {
                     if leading {
                         warn!(identity = %self.settings.identity, "lost leadership to another replica");
                         tx.send_replace(false);
                     }
                     last_renewal = None;
                 }
-                Err(e) => {
-                    warn!(error = %e, "leader election request failed");
-                    let overdue =
-                        last_renewal.is_none_or(|t| t.elapsed() >= self.settings.renew_deadline);
-                    if leading && overdue {
-                        warn!(identity = %self.settings.identity, "could not renew within the renew deadline; stepping down");
-                        tx.send_replace(false);
-                        last_renewal = None;
-                    }
-                }
+                Ok(Err(e)) => warn!(error = %e, "leader election request failed"),
+                Err(_) => warn!(
+                    timeout_ms = budget.as_millis() as u64,
+                    "leader election request timed out"
+                ),
+            }
+            let overdue = last_renewal.is_none_or(|t| t.elapsed() >= deadline);
+            if *tx.borrow() && overdue {
+                warn!(identity = %self.settings.identity, "could not renew within the renew deadline; stepping down");
+                tx.send_replace(false);
+                last_renewal = None;
             }
             if let Some(m) = &metrics {
                 m.leader.set(i64::from(*tx.borrow()));
             }
-            tokio::time::sleep(self.settings.retry_period).await;
+            // A leader never sleeps past its renew deadline.
+            let pause = match (*tx.borrow(), last_renewal) {
+                (true, Some(t)) => self
+                    .settings
+                    .retry_period
+                    .min(deadline.saturating_sub(t.elapsed())),
+                _ => self.settings.retry_period,
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod ownership;
 pub mod reconcile;
 pub mod status;
 

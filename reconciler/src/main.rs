@@ -12,7 +12,7 @@ use api::catalog::Catalog;
 use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
 use reconciler::backoff::{BackoffPolicy, BackoffTracker};
-use reconciler::client::{build_client, WriteLog};
+use reconciler::client::{build_client, build_lease_client, WriteLog};
 use reconciler::controller::{run_controller, run_with_leader_election, Scope, Stopped};
 use reconciler::http::{self, Health};
 use reconciler::leader::{LeaderElector, LeaseSettings};
@@ -148,8 +148,10 @@ async fn main() -> anyhow::Result<()> {
     info!(%addr, "serving /healthz /readyz /metrics");
 
     let config = kube::Config::infer().await.context("loading kube config")?;
-    let client = build_client(config, flags.kube_qps, WriteLog::new(Some(metrics.clone())))
-        .context("building kube client")?;
+    let writes = WriteLog::new(Some(metrics.clone()));
+    let lease_client =
+        build_lease_client(config.clone(), writes.clone()).context("building Lease client")?;
+    let client = build_client(config, flags.kube_qps, writes).context("building kube client")?;
     let identity = flags.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("reconciler-{}", std::process::id()))
     });
@@ -198,11 +200,11 @@ async fn main() -> anyhow::Result<()> {
         renew_deadline: flags.renew_deadline,
         retry_period: flags.retry_period,
     };
-    let elector = LeaderElector::new(client.clone(), settings.clone());
+    let elector = LeaderElector::new(lease_client.clone(), settings.clone());
     match run_with_leader_election(ctx, scope, elector, shutdown_signal()).await {
         Stopped::Shutdown => {
             // Hand over without making the follower wait for the Lease to expire.
-            if let Err(e) = LeaderElector::new(client, settings).release().await {
+            if let Err(e) = LeaderElector::new(lease_client, settings).release().await {
                 error!(error = %e, "failed to release the Lease");
             }
             info!("shut down");

@@ -27,14 +27,20 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::backoff::BackoffTracker;
 use crate::desired::{self, claim_storage};
 use crate::drift;
-use crate::error::{is_already_exists, Error};
+use crate::error::{
+    classify_finalizer_patch_error, is_already_exists, Error, FinalizerPatchFailure,
+};
 use crate::guard::{self, ObservedShape, Refusal};
 use crate::metrics::Metrics;
+use crate::ownership::{
+    self, backup_pvc_is_ours, controlled_by, Conflict, Found, REASON_NAME_CONFLICT,
+};
 use crate::status::{self, Observation, Problem, WorkloadStatus};
 use crate::{FIELD_MANAGER, FINALIZER};
 
 pub const REASON_STORAGE_EXPANSION_NOT_ALLOWED: &str = "StorageExpansionNotAllowed";
 pub const REASON_STORAGE_EXPANSION_PENDING: &str = "StorageExpansionPending";
+pub const REASON_FINALIZER_UPDATE_DENIED: &str = "FinalizerUpdateDenied";
 
 /// Tunables of the reconcile loop (all set from flags).
 #[derive(Debug, Clone)]
@@ -141,6 +147,13 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
                 ctx.backoff.reset(&key(&db));
                 Ok(Action::requeue(ctx.settings.permanent_requeue))
             }
+            Err(err @ Error::NameConflict(_)) => {
+                ctx.metrics.observe_reconcile("error", started.elapsed());
+                ctx.metrics.observe_error(err.metric_label());
+                warn!(error = %err, "name conflict: leaving foreign objects alone; will retry with backoff");
+                report_problem(&db, &ctx, REASON_NAME_CONFLICT, err.to_string()).await;
+                Err(err)
+            }
             Err(err) => {
                 ctx.metrics.observe_reconcile("error", started.elapsed());
                 ctx.metrics.observe_error(err.metric_label());
@@ -181,12 +194,17 @@ pub async fn publish(
 }
 
 async fn report_permanent_error(db: &Database, ctx: &Context, err: &Error) {
-    let reason = match err.api_status().map(|s| s.code) {
-        Some(403) => "Forbidden",
-        Some(422) => "Rejected",
+    let reason = match (err, err.api_status().map(|s| s.code)) {
+        (Error::FinalizerDenied { .. }, _) => REASON_FINALIZER_UPDATE_DENIED,
+        (_, Some(403)) => "Forbidden",
+        (_, Some(422)) => "Rejected",
         _ => "ReconcileFailed",
     };
-    let message = err.summary();
+    report_problem(db, ctx, reason, err.summary()).await;
+}
+
+/// Ready=False and Degraded=True with `reason`, and a Warning event when the message is new.
+async fn report_problem(db: &Database, ctx: &Context, reason: &'static str, message: String) {
     let prev = db.status.as_ref();
     let already = prev
         .and_then(|s| status::find(s, CONDITION_DEGRADED))
@@ -292,18 +310,39 @@ where
             );
         }
     }
+    // Over an observed (ours) object the apply carries its uid: if the object under this name
+    // was replaced since we read it, the server refuses (metadata.uid is immutable) instead of
+    // letting us take the new one over.
+    let mut body = desired.clone();
+    if let Some(o) = observed {
+        body.meta_mut().uid = o.meta().uid.clone();
+    }
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
+        &Patch::Apply(&body),
     )
     .await
-    .map_err(|e| Error::kube("apply", kind_name::<K>(), &ns, &name, e))?;
+    .map_err(|e| apply_error(e, kind_name::<K>(), &ns, &name, observed.is_some()))?;
     Ok(if observed.is_some() {
         Applied::Updated
     } else {
         Applied::Created
     })
+}
+
+/// An apply that carried a uid precondition and found another object under the name (409, or
+/// 422 "metadata.uid: field is immutable") is stale, not rejected: the next reconcile looks again.
+fn apply_error(e: kube::Error, kind: &'static str, ns: &str, name: &str, guarded: bool) -> Error {
+    match &e {
+        kube::Error::Api(s)
+            if guarded
+                && (s.code == 409 || (s.code == 422 && s.message.contains("metadata.uid"))) =>
+        {
+            Error::Stale(format!("{kind} {ns}/{name}"))
+        }
+        _ => Error::kube("apply", kind, ns, name, e),
+    }
 }
 
 fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -329,8 +368,13 @@ where
 }
 
 /// Creates `object` unless it exists; never overwrites (a concurrent create counts as
-/// existing). Returns whether this call created it.
-async fn create_if_absent<K>(api: &Api<K>, ns: &str, name: &str, object: &K) -> Result<bool, Error>
+/// existing). Returns the created object if this call created it.
+async fn create_if_absent<K>(
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+    object: &K,
+) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
@@ -339,8 +383,8 @@ where
         ..Default::default()
     };
     match api.create(&pp, object).await {
-        Ok(_) => Ok(true),
-        Err(e) if is_already_exists(&e) => Ok(false),
+        Ok(created) => Ok(Some(created)),
+        Err(e) if is_already_exists(&e) => Ok(None),
         Err(e) => Err(Error::kube("create", kind_name::<K>(), ns, name, e)),
     }
 }
@@ -371,10 +415,16 @@ async fn ensure_finalizer(db: &Database, ctx: &Context, ns: &str) -> Result<(), 
         &Patch::Json::<()>(patch),
     )
     .await
-    .map_err(|e| match e {
+    .map_err(|e| match classify_finalizer_patch_error(&e) {
         // The `test` on resourceVersion failed: our cached copy is stale.
-        kube::Error::Api(s) if s.code == 422 => Error::Stale(format!("Database {ns}/{name}")),
-        e => Error::kube("add finalizer to", "Database", ns, &name, e),
+        FinalizerPatchFailure::Stale => Error::Stale(format!("Database {ns}/{name}")),
+        FinalizerPatchFailure::Denied(message) => Error::FinalizerDenied {
+            action: "adding",
+            namespace: ns.to_owned(),
+            name: name.clone(),
+            message,
+        },
+        FinalizerPatchFailure::Other => Error::kube("add finalizer to", "Database", ns, &name, e),
     })?;
     info!("added cleanup finalizer");
     Ok(())
@@ -438,6 +488,132 @@ fn previous_degraded_message(db: &Database) -> Option<String> {
         .map(|c| c.message.clone())
 }
 
+/// Every child name of one Database and what exists under it, classified by ownership.
+struct Observed {
+    statefulset: Found<StatefulSet>,
+    pvcs: Vec<PersistentVolumeClaim>,
+    secret: Found<Secret>,
+    config: Found<ConfigMap>,
+    /// Client Service `<name>`, then headless `<name>-headless`.
+    services: [(String, Found<Service>); 2],
+    cronjob: Found<CronJob>,
+    /// Looked up only with a backup schedule (`Absent` otherwise).
+    backup_pvc: Found<PersistentVolumeClaim>,
+}
+
+impl Observed {
+    /// Objects under names this Database needs that are not ours. A CronJob that is not ours
+    /// only conflicts when a schedule asks for ours; without one it is simply not our business.
+    fn conflicts(&self, db: &Database) -> Vec<Conflict> {
+        let name = db.name_any();
+        let wants_backup = db.spec.backup_schedule.is_some();
+        let mut out = Vec::new();
+        for (svc_name, svc) in &self.services {
+            if svc.is_foreign() {
+                out.push(Conflict {
+                    kind: "Service",
+                    name: svc_name.clone(),
+                });
+            }
+        }
+        let rows = [
+            (self.statefulset.is_foreign(), "StatefulSet", name.clone()),
+            (
+                self.config.is_foreign(),
+                "ConfigMap",
+                desired::config_map_name(&name),
+            ),
+            (
+                self.secret.is_foreign(),
+                "Secret",
+                desired::credentials_secret_name(&name),
+            ),
+            (
+                wants_backup && self.cronjob.is_foreign(),
+                "CronJob",
+                desired::backup_cronjob_name(&name),
+            ),
+            (
+                self.backup_pvc.is_foreign(),
+                "PersistentVolumeClaim",
+                desired::backup_pvc_name(&name),
+            ),
+        ];
+        for (foreign, kind, child) in rows {
+            if foreign {
+                out.push(Conflict { kind, name: child });
+            }
+        }
+        out
+    }
+}
+
+/// Reads every child name (a GET each; nothing is written here).
+async fn observe(db: &Database, ctx: &Context, ns: &str, name: &str) -> Result<Observed, Error> {
+    let client = &ctx.client;
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let statefulset = Found::classify(get_opt(&sts_api, ns, name).await?, |s| {
+        controlled_by(&s.metadata, db)
+    });
+    // The Secret we created is ours even if its ownerReference was edited away: the
+    // StatefulSet records its uid. A Secret created by anyone else has another uid.
+    let credentials_uid = statefulset
+        .ours()
+        .and_then(|s| s.annotations().get(desired::ANNOTATION_CREDENTIALS_UID))
+        .cloned();
+    let secret_api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret_name = desired::credentials_secret_name(name);
+    let secret = Found::classify(get_opt(&secret_api, ns, &secret_name).await?, |s| {
+        controlled_by(&s.metadata, db)
+            || (credentials_uid.is_some() && s.metadata.uid == credentials_uid)
+    });
+    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let config = Found::classify(
+        get_opt(&cm_api, ns, &desired::config_map_name(name)).await?,
+        |c| controlled_by(&c.metadata, db),
+    );
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let mut services = Vec::with_capacity(2);
+    for svc_name in [name.to_owned(), desired::headless_service_name(name)] {
+        let found = Found::classify(get_opt(&svc_api, ns, &svc_name).await?, |s| {
+            controlled_by(&s.metadata, db)
+        });
+        services.push((svc_name, found));
+    }
+    let [client_svc, headless_svc]: [(String, Found<Service>); 2] = services
+        .try_into()
+        .map_err(|_| Error::MissingMetadata("name"))?;
+    let cj_api: Api<CronJob> = Api::namespaced(client.clone(), ns);
+    let cronjob = Found::classify(
+        get_opt(&cj_api, ns, &desired::backup_cronjob_name(name)).await?,
+        |c| controlled_by(&c.metadata, db),
+    );
+    let backup_pvc = if db.spec.backup_schedule.is_some() {
+        let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        Found::classify(
+            get_opt(&pvc_api, ns, &desired::backup_pvc_name(name)).await?,
+            |p| backup_pvc_is_ours(p, name),
+        )
+    } else {
+        Found::Absent
+    };
+    // Data PVCs of a StatefulSet that is not ours are not ours either.
+    let pvcs = if statefulset.is_foreign() {
+        Vec::new()
+    } else {
+        data_pvcs(ctx, ns, name).await?
+    };
+    Ok(Observed {
+        statefulset,
+        pvcs,
+        secret,
+        config,
+        services: [client_svc, headless_svc],
+        cronjob,
+        backup_pvc,
+    })
+}
+
 async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> {
     let ns = db.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = db.name_any();
@@ -446,9 +622,16 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> 
     }
     ensure_finalizer(db, ctx, &ns).await?;
 
+    let observed = observe(db, ctx, &ns, &name).await?;
+    let conflicts = observed.conflicts(db);
+    if !conflicts.is_empty() {
+        return Err(Error::NameConflict(ownership::conflict_message(
+            &name, &conflicts,
+        )));
+    }
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let observed_sts = get_opt(&sts_api, &ns, &name).await?;
-    let pvcs = data_pvcs(ctx, &ns, &name).await?;
+    let observed_sts = observed.statefulset.ours().cloned();
+    let pvcs = observed.pvcs.clone();
     let shape = observed_shape(observed_sts.as_ref(), &pvcs);
     let prev_degraded = previous_degraded_message(db);
 
@@ -477,24 +660,34 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> 
     }
 
     // Dependencies first: credentials and configuration, then Services, then the workload.
-    ensure_credentials(db, ctx, &ns, &name, &resolved).await?;
+    // Every child below is absent or ours (a fresh GET just said so): applying cannot take
+    // over a foreign object except one created in the milliseconds since.
+    let credentials_uid =
+        ensure_credentials(db, ctx, &ns, &name, &resolved, observed.secret.ours()).await?;
 
     let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let cm = desired::desired_configmap(db, &resolved)?;
     let cm_name = desired::config_map_name(&name);
-    let observed_cm = get_opt(&cm_api, &ns, &cm_name).await?;
-    let applied = apply_if_drifted(&cm_api, &cm, observed_cm.as_ref()).await?;
+    let applied = apply_if_drifted(&cm_api, &cm, observed.config.ours()).await?;
     announce(db, ctx, applied, "ConfigMap", &cm_name).await;
 
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    for svc in desired::desired_services(db, &resolved)? {
+    for (svc, (_, found)) in desired::desired_services(db, &resolved)?
+        .into_iter()
+        .zip(observed.services.iter())
+    {
         let svc_name = svc.name_any();
-        let observed = get_opt(&svc_api, &ns, &svc_name).await?;
-        let applied = apply_if_drifted(&svc_api, &svc, observed.as_ref()).await?;
+        let applied = apply_if_drifted(&svc_api, &svc, found.ours()).await?;
         announce(db, ctx, applied, "Service", &svc_name).await;
     }
 
     let mut sts = desired::desired_statefulset(db, &resolved)?;
+    if let Some(uid) = credentials_uid {
+        sts.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(desired::ANNOTATION_CREDENTIALS_UID.to_owned(), uid);
+    }
     if let (Some(spec), Some(observed_templates)) = (
         sts.spec.as_mut(),
         observed_sts
@@ -622,7 +815,7 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> 
         get_opt(&sts_api, &ns, &name).await?
     };
 
-    reconcile_backup(db, ctx, &ns, &name, &resolved).await?;
+    reconcile_backup(db, ctx, &ns, &name, &resolved, &observed).await?;
 
     let mut problems = grow_storage(db, ctx, &ns, &resolved, &pvcs).await?;
 
@@ -749,42 +942,52 @@ async fn refuse(
     Ok(Action::requeue(ctx.settings.permanent_requeue))
 }
 
-/// Creates the credentials Secret once; never overwrites its data. Restores ownership/labels
-/// if they were edited away, without touching the data.
+/// Creates the credentials Secret once; never overwrites its data. Restores labels and the
+/// ownerReference of *our* Secret (`existing`, already checked to be ours) if they were edited
+/// away, without touching the data. Returns the Secret's uid.
 async fn ensure_credentials(
     db: &Database,
     ctx: &Context,
     ns: &str,
     name: &str,
     resolved: &api::resolved::ResolvedSpec,
-) -> Result<(), Error> {
+    existing: Option<&Secret>,
+) -> Result<Option<String>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let secret_name = desired::credentials_secret_name(name);
-    match get_opt(&api, ns, &secret_name).await? {
+    match existing {
         Some(existing) => {
             let mut meta_only = desired::desired_credentials_secret(db, resolved, "")?;
             meta_only.data = None;
             meta_only.type_ = None;
-            if !drift::is_satisfied_by(&meta_only, &existing) {
+            if !drift::is_satisfied_by(&meta_only, existing) {
+                // The uid precondition makes the server refuse (409) if the Secret under this
+                // name is no longer the one we checked.
+                meta_only.metadata.uid = existing.metadata.uid.clone();
                 api.patch(
                     &secret_name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
                     &Patch::Apply(&meta_only),
                 )
                 .await
-                .map_err(|e| Error::kube("apply", "Secret", ns, &secret_name, e))?;
+                .map_err(|e| apply_error(e, "Secret", ns, &secret_name, true))?;
                 announce(db, ctx, Applied::Updated, "Secret", &secret_name).await;
             }
+            Ok(existing.metadata.uid.clone())
         }
         None => {
             let secret =
                 desired::desired_credentials_secret(db, resolved, &desired::generate_password())?;
-            if create_if_absent(&api, ns, &secret_name, &secret).await? {
-                announce(db, ctx, Applied::Created, "Secret", &secret_name).await;
+            match create_if_absent(&api, ns, &secret_name, &secret).await? {
+                Some(created) => {
+                    announce(db, ctx, Applied::Created, "Secret", &secret_name).await;
+                    Ok(created.metadata.uid)
+                }
+                // Someone created it since we looked: the next reconcile classifies it.
+                None => Err(Error::Stale(format!("Secret {ns}/{secret_name}"))),
             }
         }
     }
-    Ok(())
 }
 
 /// Backup CronJob (and its volume) when scheduled; removes the CronJob when not.
@@ -794,18 +997,21 @@ async fn reconcile_backup(
     ns: &str,
     name: &str,
     resolved: &api::resolved::ResolvedSpec,
+    observed: &Observed,
 ) -> Result<(), Error> {
     let cj_api: Api<CronJob> = Api::namespaced(ctx.client.clone(), ns);
     let cj_name = desired::backup_cronjob_name(name);
-    let observed = get_opt(&cj_api, ns, &cj_name).await?;
+    let observed_cj = observed.cronjob.ours();
     match desired::desired_backup_cronjob(db, resolved)? {
         Some(cj) => {
             if let Some(pvc) = desired::desired_backup_pvc(db, resolved)? {
                 let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
                 let pvc_name = desired::backup_pvc_name(name);
                 // Looked up first so an idle reconcile makes no write, not even a refused create.
-                if get_opt(&pvc_api, ns, &pvc_name).await?.is_none()
-                    && create_if_absent(&pvc_api, ns, &pvc_name, &pvc).await?
+                if matches!(observed.backup_pvc, Found::Absent)
+                    && create_if_absent(&pvc_api, ns, &pvc_name, &pvc)
+                        .await?
+                        .is_some()
                 {
                     announce(
                         db,
@@ -817,16 +1023,11 @@ async fn reconcile_backup(
                     .await;
                 }
             }
-            let applied = apply_if_drifted(&cj_api, &cj, observed.as_ref()).await?;
+            let applied = apply_if_drifted(&cj_api, &cj, observed_cj).await?;
             announce(db, ctx, applied, "CronJob", &cj_name).await;
         }
         None => {
-            let ours = observed.as_ref().is_some_and(|o| {
-                o.owner_references()
-                    .iter()
-                    .any(|r| Some(&r.uid) == db.metadata.uid.as_ref())
-            });
-            if ours {
+            if observed_cj.is_some() {
                 match cj_api.delete(&cj_name, &DeleteParams::background()).await {
                     Ok(_) => {
                         info!(child = %cj_name, "deleted backup CronJob (backupSchedule unset)");

@@ -207,17 +207,34 @@ async fn start_controller_as(
 
 /// Starts a replica that campaigns for `lease` before reconciling.
 async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) -> Replica {
+    start_elected_replica_with(ns, identity, lease, LeaseDelay::default()).await
+}
+
+/// Like [`start_elected_replica`], with every Lease request of this replica delayed by
+/// `delay` (settable while it runs). Leases go through their own client, as in `main`.
+async fn start_elected_replica_with(
+    ns: &TestNamespace,
+    identity: &str,
+    lease: &str,
+    delay: LeaseDelay,
+) -> Replica {
     let metrics = Arc::new(Metrics::new());
     let (client, writes) = new_client(&metrics).await;
+    let config = cluster().await.unwrap().config().clone();
+    let lease_client = kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&reconciler::client::WriteLogLayer::new(writes.clone()))
+        .with_layer(&delay)
+        .build();
     let ctx = context(
-        client.clone(),
+        client,
         identity,
         metrics.clone(),
         default_settings(),
         Catalog::builtin(),
     );
     let elector = LeaderElector::new(
-        client,
+        lease_client,
         LeaseSettings {
             name: lease.to_owned(),
             namespace: ns.name().to_owned(),
@@ -241,6 +258,69 @@ async fn start_elected_replica(ns: &TestNamespace, identity: &str, lease: &str) 
         writes,
         metrics,
         namespace: ns.name().to_owned(),
+    }
+}
+
+/// Tower layer that holds every request for the current delay (milliseconds, 0 = none) before
+/// sending it: a slow or partitioned path to the API server, for Lease requests only.
+#[derive(Clone, Default)]
+struct LeaseDelay(Arc<std::sync::atomic::AtomicU64>);
+
+impl LeaseDelay {
+    fn set(&self, delay: Duration) {
+        self.0.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl<S> tower::Layer<S> for LeaseDelay {
+    type Service = DelayedService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DelayedService {
+            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            delay: self.0.clone(),
+        }
+    }
+}
+
+/// The inner stack is not `Clone` (kube boxes it), so requests take turns through a mutex:
+/// fine for the handful of Lease requests a test makes.
+#[derive(Clone)]
+struct DelayedService<S> {
+    inner: Arc<tokio::sync::Mutex<S>>,
+    delay: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for DelayedService<S>
+where
+    S: tower::Service<http::Request<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        use tower::ServiceExt;
+        let inner = self.inner.clone();
+        let delay = Duration::from_millis(self.delay.load(Ordering::SeqCst));
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut svc = inner.lock().await;
+            svc.ready().await?.call(req).await
+        })
     }
 }
 
@@ -1523,4 +1603,362 @@ async fn forbidden_is_a_permanent_error_with_a_condition_and_no_hot_loop() {
     // Admin cleanup: the limited account may not delete the StatefulSet it never created; the
     // Database is deleted through the same controller.
     teardown(ns, replica).await;
+}
+
+/// The object as the API server stores it, for byte-for-byte comparisons.
+async fn raw<K>(ns: &TestNamespace, name: &str) -> serde_json::Value
+where
+    K: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + serde::Serialize,
+    <K as Resource>::DynamicType: Default,
+{
+    serde_json::to_value(ns.api::<K>().get(name).await.unwrap()).unwrap()
+}
+
+/// Warning events with `reason` about Database `name`.
+async fn warnings(ns: &TestNamespace, name: &str, reason: &str) -> Vec<K8sEvent> {
+    let events: Api<K8sEvent> = ns.api();
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect()
+}
+
+/// Waits for the Database to report a NameConflict naming each of `children` ("Kind name").
+async fn wait_name_conflict(ns: &TestNamespace, name: &str, children: &[&str]) -> Database {
+    let db = wait_degraded(ns, name, "NameConflict").await;
+    let ready = condition(&db, CONDITION_READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NameConflict")
+    );
+    for child in children {
+        assert!(
+            ready.message.contains(child),
+            "message names {child}: {}",
+            ready.message
+        );
+    }
+    wait_for(WAIT, "a NameConflict Warning event", || async {
+        if warnings(ns, name, "NameConflict").await.is_empty() {
+            Err(NotYet::new("no event yet"))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_service_and_configmap_are_never_touched_and_survive_deletion() {
+    let ns = setup("rec-conflict").await;
+    // The scenario: a user's Service `shop` (port 80) and ConfigMap `shop-config`.
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "shop", "labels": {"team": "web"}},
+        "spec": {"selector": {"app": "shop-web"}, "ports": [{"name": "http", "port": 80}]}
+    }))
+    .unwrap();
+    ns.api::<Service>()
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "shop-config"},
+        "data": {"settings.ini": "theme = dark"}
+    }))
+    .unwrap();
+    ns.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let svc_before = raw::<Service>(&ns, "shop").await;
+    let cm_before = raw::<ConfigMap>(&ns, "shop-config").await;
+
+    let replica = start_controller(&ns).await;
+    create_db(&ns, "shop", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_name_conflict(&ns, "shop", &["Service shop", "ConfigMap shop-config"]).await;
+
+    // Retried with backoff, not in a hot loop, and nothing is created or changed meanwhile.
+    let before = replica.metrics.reconcile_count();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let retries = replica.metrics.reconcile_count() - before;
+    assert!(
+        (1..=6).contains(&retries),
+        "{retries} reconciles in 8 s: expected a few retries with backoff"
+    );
+    assert_eq!(raw::<Service>(&ns, "shop").await, svc_before);
+    assert_eq!(raw::<ConfigMap>(&ns, "shop-config").await, cm_before);
+    for (exists, what) in [
+        (exists::<StatefulSet>(&ns, "shop").await, "StatefulSet shop"),
+        (exists::<Secret>(&ns, "shop-credentials").await, "Secret"),
+        (
+            exists::<Service>(&ns, "shop-headless").await,
+            "headless Service",
+        ),
+    ] {
+        assert!(!exists, "{what} created despite the conflict");
+    }
+
+    // Deleting the Database deletes neither.
+    ns.api::<Database>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_database_gone(&ns, "shop", "Database shop to be deleted").await;
+    assert_eq!(raw::<Service>(&ns, "shop").await, svc_before);
+    assert_eq!(raw::<ConfigMap>(&ns, "shop-config").await, cm_before);
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_credentials_secret_is_not_adopted_and_removing_it_lets_the_database_proceed() {
+    let ns = setup("rec-conflict-secret").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pay-credentials"},
+        "stringData": {"password": "the user's own password"}
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let before = raw::<Secret>(&ns, "pay-credentials").await;
+    let replica = start_controller(&ns).await;
+    create_db(&ns, "pay", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_name_conflict(&ns, "pay", &["Secret pay-credentials"]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(raw::<Secret>(&ns, "pay-credentials").await, before);
+    assert!(!exists::<StatefulSet>(&ns, "pay").await);
+
+    // The user resolves the conflict; the operator proceeds by itself with a Secret of its own.
+    ns.api::<Secret>()
+        .delete("pay-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    let db = wait_ready(&ns, "pay", 1).await;
+    let ours: Secret = ns.api::<Secret>().get("pay-credentials").await.unwrap();
+    assert!(owned_by(&ours, &db));
+    let password = ours.data.unwrap()["password"].clone();
+    assert_eq!(password.0.len(), 32, "a generated password, not the user's");
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_statefulset_is_left_alone_and_its_pods_do_not_block_deletion() {
+    let ns = setup("rec-conflict-sts").await;
+    // A user's StatefulSet `cart` whose pods even carry the labels our selector uses.
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "cart"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "cart-users",
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": "cart", "app.kubernetes.io/component": "database"}},
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/instance": "cart", "app.kubernetes.io/component": "database"}},
+                "spec": {"containers": [{"name": "app", "image": "example.com/cart:1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    ns.api::<StatefulSet>()
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    wait_for(WAIT, "the foreign StatefulSet's pod", || async {
+        let n = pods(&ns, "cart").await.len();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(NotYet::new(format!("{n} pods")))
+        }
+    })
+    .await
+    .unwrap();
+    let sts_before = ns.api::<StatefulSet>().get("cart").await.unwrap();
+    let replica = start_controller(&ns).await;
+    create_db(&ns, "cart", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_name_conflict(&ns, "cart", &["StatefulSet cart"]).await;
+
+    ns.api::<Database>()
+        .delete("cart", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Cleanup finishes although the foreign pod is Running, and deletes none of it.
+    wait_database_gone(&ns, "cart", "Database cart to be deleted").await;
+    let sts_after = ns.api::<StatefulSet>().get("cart").await.unwrap();
+    assert_eq!(sts_after.metadata.uid, sts_before.metadata.uid);
+    // Its status moves with its pod (the StatefulSet controller); spec and metadata must not,
+    // and no field may be managed by us.
+    assert_eq!(sts_after.spec, sts_before.spec, "spec modified");
+    assert_eq!(sts_after.metadata.labels, sts_before.metadata.labels);
+    assert_eq!(
+        sts_after.metadata.annotations,
+        sts_before.metadata.annotations
+    );
+    assert_eq!(
+        sts_after.metadata.owner_references,
+        sts_before.metadata.owner_references
+    );
+    assert_eq!(
+        sts_after.metadata.generation,
+        sts_before.metadata.generation
+    );
+    assert!(
+        sts_after
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .all(|m| m.manager.as_deref() != Some("db-operator")),
+        "db-operator manages fields of the foreign StatefulSet"
+    );
+    let left = pods(&ns, "cart").await;
+    assert_eq!(left.len(), 1, "the foreign pod is still there");
+    assert!(left[0].metadata.deletion_timestamp.is_none());
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_and_backup_pods_mount_no_token_and_have_a_read_only_root() {
+    let ns = setup("rec-hardening").await;
+    let replica = start_controller(&ns).await;
+    let mut s = spec(Engine::Postgres, 1, "16.4.0", "1Gi");
+    s.backup_schedule = Some("0 3 * * *".to_owned());
+    create_db(&ns, "vault", s).await;
+    wait_ready(&ns, "vault", 1).await;
+    let sts: StatefulSet = ns.api::<StatefulSet>().get("vault").await.unwrap();
+    let cj: CronJob = ns.api::<CronJob>().get("vault-backup").await.unwrap();
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let backup = cj.spec.job_template.spec.unwrap().template.spec.unwrap();
+    for (what, p) in [("database", pod), ("backup", backup)] {
+        assert_eq!(p.automount_service_account_token, Some(false), "{what}");
+        let c = &p.containers[0];
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.read_only_root_filesystem),
+            Some(true),
+            "{what}"
+        );
+        let tmp = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == "/tmp")
+            .unwrap_or_else(|| panic!("{what}: no /tmp mount"));
+        let vol = p
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == tmp.name)
+            .unwrap();
+        assert!(vol.empty_dir.is_some(), "{what}: /tmp is an emptyDir");
+    }
+    // And the pods the StatefulSet made carry it too.
+    let running = pods(&ns, "vault").await;
+    assert_eq!(
+        running[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.automount_service_account_token),
+        Some(false)
+    );
+    teardown(ns, replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_that_cannot_renew_stops_writing_before_the_follower_takes_over() {
+    let ns = setup("rec-renew").await;
+    let lease = "db-operator-renew";
+    let delay_a = LeaseDelay::default();
+    let a = start_elected_replica_with(&ns, "replica-a", lease, delay_a.clone()).await;
+    let leases: Api<Lease> = ns.api();
+    wait_for_leader(&leases, lease, "replica-a", "replica-a to lead").await;
+    let b = start_elected_replica(&ns, "replica-b", lease).await;
+    create_db(&ns, "ticker", spec(Engine::Postgres, 1, "16.4.0", "1Gi")).await;
+    wait_ready(&ns, "ticker", 1).await;
+
+    // Keep the leader busy: every 200 ms a hand edit it reverts (a write each time).
+    let stop_edits = Arc::new(AtomicBool::new(false));
+    let edits = {
+        let stop = stop_edits.clone();
+        let cms: Api<ConfigMap> = ns.api();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let _ = cms
+                    .patch(
+                        "ticker-config",
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"data": {"postgresql.conf": format!("edit {i}")}})),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!a.work_writes().is_empty());
+    // The leader's path to the Lease becomes slow: each request hangs for 30 s.
+    let cut = std::time::SystemTime::now();
+    delay_a.set(Duration::from_secs(30));
+    wait_for_leader(&leases, lease, "replica-b", "replica-b to take over").await;
+    wait_for(Duration::from_secs(30), "replica-b to write", || async {
+        if b.work_writes().is_empty() {
+            Err(NotYet::new("no write yet"))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_edits.store(true, Ordering::SeqCst);
+    let _ = edits.await;
+
+    let work = |r: &Replica| -> Vec<std::time::SystemTime> {
+        r.writes
+            .timed_entries()
+            .into_iter()
+            .filter(|(_, w)| !w.contains("/leases"))
+            .map(|(t, _)| t)
+            .collect()
+    };
+    let a_last = work(&a).into_iter().max().unwrap();
+    let b_first = work(&b).into_iter().min().unwrap();
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(cut)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_else(|e| -(e.duration().as_millis() as i64))
+    };
+    assert!(
+        a_last < b_first,
+        "old leader's last write at +{} ms, new leader's first at +{} ms (after the Lease was cut)",
+        ms(a_last),
+        ms(b_first)
+    );
+    // The old leader stopped by itself (its campaign reported the lost Lease).
+    assert!(a.task.is_finished(), "the old leader is still running");
+    // It stopped within the renew deadline (3 s), before the Lease (4 s) expired.
+    assert!(
+        ms(a_last) < 3_500,
+        "old leader wrote until +{} ms",
+        ms(a_last)
+    );
+    teardown(ns, b).await;
+    a.stop().await;
 }

@@ -378,17 +378,31 @@ fn clap_accepts(binary: &Path, args: &[String]) -> Result<(), String> {
     }
 }
 
-fn container_args(deployment: &Value, container: &str) -> Vec<String> {
-    deployment["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .expect("containers")
+/// The args of `container`, found in whichever of `deployments` runs it.
+fn container_args(deployments: &[Value], container: &str) -> Vec<String> {
+    deployments
         .iter()
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .find(|c| c["name"] == container)
-        .unwrap_or_else(|| panic!("no container {container} in the Deployment"))["args"]
+        .unwrap_or_else(|| panic!("no Deployment runs a container {container}"))["args"]
         .as_array()
         .unwrap_or_else(|| panic!("container {container} has no args"))
         .iter()
         .map(|a| a.as_str().expect("string arg").to_owned())
+        .collect()
+}
+
+/// The Deployments of a set of objects.
+fn deployments(objects: &[Value]) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .cloned()
         .collect()
 }
 
@@ -398,22 +412,20 @@ fn container_args(deployment: &Value, container: &str) -> Vec<String> {
 #[tokio::test]
 async fn deployment_args_parse_with_the_binaries_flags() {
     let cluster = cluster().await.unwrap();
-    let deployment = objects(
+    let deployments = deployments(&objects(
         cluster,
         "-f",
         &repo_root().join("deploy/operator/deployment.yaml"),
-    )
-    .into_iter()
-    .find(|o| o["kind"] == "Deployment")
-    .expect("a Deployment in deploy/operator/deployment.yaml");
+    ));
+    assert_eq!(deployments.len(), 2, "admission and reconciler Deployments");
 
-    let checked = check_container_args(&deployment, "deploy/operator/deployment.yaml");
+    let checked = check_container_args(&deployments, "deploy/operator/deployment.yaml");
     eprintln!("checked the args of {checked} of 2 containers");
 }
 
 /// Parses each container's args with the real binary (see [`clap_accepts`]); returns how many
 /// containers were checked (binaries missing or stale are skipped with a message).
-fn check_container_args(deployment: &Value, origin: &str) -> usize {
+fn check_container_args(deployments: &[Value], origin: &str) -> usize {
     let binaries = [
         ("admission", vec!["admission/src", "certs/src", "api/src"]),
         ("reconciler", vec!["reconciler/src", "api/src"]),
@@ -427,7 +439,7 @@ fn check_container_args(deployment: &Value, origin: &str) -> usize {
                 continue;
             }
         };
-        let args = container_args(deployment, container);
+        let args = container_args(deployments, container);
         if let Err(error) = clap_accepts(&binary, &args) {
             panic!("{container} rejects the args {args:?} of {origin}:\n{error}");
         }
@@ -686,11 +698,9 @@ async fn helm_chart_renders_objects_the_api_server_accepts() {
                 failures.push(format!("{mode}: {}: {e}", describe(object)));
             }
         }
-        let deployment = objects
-            .iter()
-            .find(|o| o["kind"] == "Deployment")
-            .expect("the chart renders a Deployment");
-        check_container_args(deployment, &format!("the chart ({mode})"));
+        let deployments = deployments(objects);
+        assert_eq!(deployments.len(), 2, "the chart renders two Deployments");
+        check_container_args(&deployments, &format!("the chart ({mode})"));
     }
     assert!(
         failures.is_empty(),
@@ -746,6 +756,13 @@ async fn helm_chart_renders_objects_the_api_server_accepts() {
             "/spec/template/spec/securityContext",
             "/spec/ports",
             "/spec/selector",
+            "/spec/replicas",
+            "/spec/strategy",
+            "/spec/minAvailable",
+            "/spec/template/spec/serviceAccountName",
+            "/spec/podSelector",
+            "/spec/policyTypes",
+            "/spec/ingress",
             "/roleRef",
             "/subjects",
         ] {
@@ -758,10 +775,28 @@ async fn helm_chart_renders_objects_the_api_server_accepts() {
     }
 }
 
-/// One access check: `verb` on `resource` (`group`, optional subresource) in `namespace`
-/// (`OP` = the operator namespace, `None` = cluster scope), for object `name` (empty = any).
+/// Which binary's ServiceAccount an [`Access`] row asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Admission,
+    Reconciler,
+}
+
+impl Who {
+    fn service_account(self) -> &'static str {
+        match self {
+            Who::Admission => "db-operator-admission",
+            Who::Reconciler => "db-operator-reconciler",
+        }
+    }
+}
+
+/// One access check: may `who` do `verb` on `resource` (`group`, optional subresource) in
+/// `namespace` (`OP` = the operator namespace, `None` = cluster scope), for object `name`
+/// (empty = any)?
 struct Access {
     behaviour: &'static str,
+    who: Who,
     verb: &'static str,
     group: &'static str,
     resource: &'static str,
@@ -774,51 +809,74 @@ struct Access {
 /// Stands for the operator namespace in [`Access`] rows (the test's namespace at run time).
 const OP: &str = "<operator namespace>";
 
+use Who::{Admission as A, Reconciler as R};
+
 #[rustfmt::skip]
 const ACCESS: &[Access] = &[
     // reconciler (reconciler/src, reconciler/README.md)
-    Access { behaviour: "reconciler_watches_databases_everywhere", verb: "watch", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
-    Access { behaviour: "reconciler_patches_finalizers", verb: "patch", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "db", allowed: true },
-    Access { behaviour: "reconciler_patches_status", verb: "patch", group: "example.com", resource: "databases", subresource: "status", namespace: Some("tenant"), name: "db", allowed: true },
-    Access { behaviour: "reconciler_never_deletes_databases", verb: "delete", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "db", allowed: false },
-    Access { behaviour: "reconciler_creates_statefulsets_by_apply", verb: "create", group: "apps", resource: "statefulsets", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
-    Access { behaviour: "reconciler_watches_owned_secrets", verb: "watch", group: "", resource: "secrets", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
-    Access { behaviour: "reconciler_deletes_owned_cronjobs", verb: "delete", group: "batch", resource: "cronjobs", subresource: "", namespace: Some("tenant"), name: "db-backup", allowed: true },
-    Access { behaviour: "reconciler_watches_backup_jobs", verb: "watch", group: "batch", resource: "jobs", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
-    Access { behaviour: "reconciler_never_creates_jobs", verb: "create", group: "batch", resource: "jobs", subresource: "", namespace: Some("tenant"), name: "", allowed: false },
-    Access { behaviour: "reconciler_grows_pvcs", verb: "patch", group: "", resource: "persistentvolumeclaims", subresource: "", namespace: Some("tenant"), name: "data-db-0", allowed: true },
-    Access { behaviour: "reconciler_lists_pods", verb: "list", group: "", resource: "pods", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
-    Access { behaviour: "reconciler_never_deletes_pods", verb: "delete", group: "", resource: "pods", subresource: "", namespace: Some("tenant"), name: "db-0", allowed: false },
-    Access { behaviour: "reconciler_reads_storage_classes", verb: "get", group: "storage.k8s.io", resource: "storageclasses", subresource: "", namespace: None, name: "standard", allowed: true },
-    Access { behaviour: "reconciler_never_changes_storage_classes", verb: "patch", group: "storage.k8s.io", resource: "storageclasses", subresource: "", namespace: None, name: "standard", allowed: false },
-    Access { behaviour: "reconciler_records_events", verb: "create", group: "events.k8s.io", resource: "events", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
-    Access { behaviour: "reconciler_creates_its_lease", verb: "create", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "", allowed: true },
-    Access { behaviour: "reconciler_renews_its_lease", verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "db-operator-reconciler", allowed: true },
-    Access { behaviour: "reconciler_cannot_take_other_leases", verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "kube-controller-manager", allowed: false },
-    Access { behaviour: "reconciler_has_no_leases_elsewhere", verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some("kube-system"), name: "db-operator-reconciler", allowed: false },
+    Access { behaviour: "reconciler_watches_databases_everywhere", who: R, verb: "watch", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_patches_finalizers", who: R, verb: "patch", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "db", allowed: true },
+    Access { behaviour: "reconciler_patches_status", who: R, verb: "patch", group: "example.com", resource: "databases", subresource: "status", namespace: Some("tenant"), name: "db", allowed: true },
+    Access { behaviour: "reconciler_never_deletes_databases", who: R, verb: "delete", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "db", allowed: false },
+    Access { behaviour: "reconciler_creates_statefulsets_by_apply", who: R, verb: "create", group: "apps", resource: "statefulsets", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_watches_owned_secrets", who: R, verb: "watch", group: "", resource: "secrets", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_creates_credentials_secrets", who: R, verb: "create", group: "", resource: "secrets", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_never_replaces_secrets", who: R, verb: "update", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: false },
+    Access { behaviour: "reconciler_deletes_owned_cronjobs", who: R, verb: "delete", group: "batch", resource: "cronjobs", subresource: "", namespace: Some("tenant"), name: "db-backup", allowed: true },
+    Access { behaviour: "reconciler_watches_backup_jobs", who: R, verb: "watch", group: "batch", resource: "jobs", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_never_creates_jobs", who: R, verb: "create", group: "batch", resource: "jobs", subresource: "", namespace: Some("tenant"), name: "", allowed: false },
+    Access { behaviour: "reconciler_grows_pvcs", who: R, verb: "patch", group: "", resource: "persistentvolumeclaims", subresource: "", namespace: Some("tenant"), name: "data-db-0", allowed: true },
+    Access { behaviour: "reconciler_lists_pods", who: R, verb: "list", group: "", resource: "pods", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_never_deletes_pods", who: R, verb: "delete", group: "", resource: "pods", subresource: "", namespace: Some("tenant"), name: "db-0", allowed: false },
+    Access { behaviour: "reconciler_reads_storage_classes", who: R, verb: "get", group: "storage.k8s.io", resource: "storageclasses", subresource: "", namespace: None, name: "standard", allowed: true },
+    Access { behaviour: "reconciler_never_changes_storage_classes", who: R, verb: "patch", group: "storage.k8s.io", resource: "storageclasses", subresource: "", namespace: None, name: "standard", allowed: false },
+    Access { behaviour: "reconciler_records_events", who: R, verb: "create", group: "events.k8s.io", resource: "events", subresource: "", namespace: Some("tenant"), name: "", allowed: true },
+    Access { behaviour: "reconciler_creates_its_lease", who: R, verb: "create", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "", allowed: true },
+    Access { behaviour: "reconciler_renews_its_lease", who: R, verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "db-operator-reconciler", allowed: true },
+    Access { behaviour: "reconciler_cannot_take_other_leases", who: R, verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "kube-controller-manager", allowed: false },
+    Access { behaviour: "reconciler_has_no_leases_elsewhere", who: R, verb: "update", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some("kube-system"), name: "db-operator-reconciler", allowed: false },
+    Access { behaviour: "reconciler_cannot_inject_cabundles", who: R, verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-validating", allowed: false },
+    Access { behaviour: "reconciler_cannot_patch_the_crd", who: R, verb: "patch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: false },
+    Access { behaviour: "reconciler_has_no_rbac_escalation", who: R, verb: "create", group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", subresource: "", namespace: None, name: "", allowed: false },
     // admission server: namespace cache (admission/src/namespaces.rs)
-    Access { behaviour: "admission_watches_namespaces", verb: "watch", group: "", resource: "namespaces", subresource: "", namespace: None, name: "", allowed: true },
-    Access { behaviour: "admission_never_changes_namespaces", verb: "patch", group: "", resource: "namespaces", subresource: "", namespace: None, name: "tenant", allowed: false },
+    Access { behaviour: "admission_watches_namespaces", who: A, verb: "watch", group: "", resource: "namespaces", subresource: "", namespace: None, name: "", allowed: true },
+    Access { behaviour: "admission_lists_namespaces", who: A, verb: "list", group: "", resource: "namespaces", subresource: "", namespace: None, name: "", allowed: true },
+    Access { behaviour: "admission_never_changes_namespaces", who: A, verb: "patch", group: "", resource: "namespaces", subresource: "", namespace: None, name: "tenant", allowed: false },
     // certs manager inside the admission server (certs/src/{store,manager,inject}.rs)
-    Access { behaviour: "certs_creates_its_secret", verb: "create", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "", allowed: true },
-    Access { behaviour: "certs_replaces_its_secret", verb: "update", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: true },
-    Access { behaviour: "certs_watches_its_secret_by_name", verb: "watch", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: true },
-    Access { behaviour: "certs_injects_validating_cabundle", verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-validating", allowed: true },
-    Access { behaviour: "certs_injects_mutating_cabundle", verb: "patch", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-mutating", allowed: true },
-    Access { behaviour: "certs_watches_the_crd_by_name", verb: "watch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: true },
-    Access { behaviour: "certs_injects_crd_conversion_cabundle", verb: "patch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: true },
-    Access { behaviour: "other_webhook_configurations_are_untouchable", verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "someone-elses", allowed: false },
-    Access { behaviour: "webhook_configurations_cannot_be_listed_unnamed", verb: "list", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", subresource: "", namespace: None, name: "", allowed: false },
-    Access { behaviour: "other_crds_are_untouchable", verb: "patch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "other.example.com", allowed: false },
-    Access { behaviour: "the_crd_cannot_be_deleted", verb: "delete", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: false },
-    Access { behaviour: "no_rbac_escalation", verb: "create", group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", subresource: "", namespace: None, name: "", allowed: false },
+    Access { behaviour: "certs_creates_its_secret", who: A, verb: "create", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "", allowed: true },
+    Access { behaviour: "certs_reads_its_secret", who: A, verb: "get", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: true },
+    Access { behaviour: "certs_replaces_its_secret", who: A, verb: "update", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: true },
+    Access { behaviour: "certs_watches_its_secret_by_name", who: A, verb: "watch", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: true },
+    Access { behaviour: "certs_injects_validating_cabundle", who: A, verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-validating", allowed: true },
+    Access { behaviour: "certs_reads_validating_configuration", who: A, verb: "get", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-validating", allowed: true },
+    Access { behaviour: "certs_injects_mutating_cabundle", who: A, verb: "patch", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", subresource: "", namespace: None, name: "db-operator-mutating", allowed: true },
+    Access { behaviour: "certs_watches_the_crd_by_name", who: A, verb: "watch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: true },
+    Access { behaviour: "certs_injects_crd_conversion_cabundle", who: A, verb: "patch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: true },
+    Access { behaviour: "other_webhook_configurations_are_untouchable", who: A, verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", subresource: "", namespace: None, name: "someone-elses", allowed: false },
+    Access { behaviour: "webhook_configurations_cannot_be_listed_unnamed", who: A, verb: "list", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", subresource: "", namespace: None, name: "", allowed: false },
+    Access { behaviour: "other_crds_are_untouchable", who: A, verb: "patch", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "other.example.com", allowed: false },
+    Access { behaviour: "the_crd_cannot_be_deleted", who: A, verb: "delete", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", subresource: "", namespace: None, name: "databases.example.com", allowed: false },
+    // the admission account and Secrets: its own, nothing else
+    Access { behaviour: "admission_cannot_read_secrets_in_other_namespaces", who: A, verb: "get", group: "", resource: "secrets", subresource: "", namespace: Some("tenant"), name: "db-credentials", allowed: false },
+    Access { behaviour: "admission_cannot_list_secrets_cluster_wide", who: A, verb: "list", group: "", resource: "secrets", subresource: "", namespace: None, name: "", allowed: false },
+    Access { behaviour: "admission_cannot_create_secrets_elsewhere", who: A, verb: "create", group: "", resource: "secrets", subresource: "", namespace: Some("tenant"), name: "", allowed: false },
+    Access { behaviour: "admission_cannot_read_other_secrets_of_its_namespace", who: A, verb: "get", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "someone-elses", allowed: false },
+    Access { behaviour: "admission_cannot_delete_its_secret", who: A, verb: "delete", group: "", resource: "secrets", subresource: "", namespace: Some(OP), name: "db-operator-webhook-tls", allowed: false },
+    // the admission account holds none of the reconciler's rights
+    Access { behaviour: "admission_never_reads_databases", who: A, verb: "get", group: "example.com", resource: "databases", subresource: "", namespace: Some("tenant"), name: "db", allowed: false },
+    Access { behaviour: "admission_never_creates_statefulsets", who: A, verb: "create", group: "apps", resource: "statefulsets", subresource: "", namespace: Some("tenant"), name: "", allowed: false },
+    Access { behaviour: "admission_has_no_lease", who: A, verb: "create", group: "coordination.k8s.io", resource: "leases", subresource: "", namespace: Some(OP), name: "", allowed: false },
+    Access { behaviour: "admission_records_no_events", who: A, verb: "create", group: "events.k8s.io", resource: "events", subresource: "", namespace: Some("tenant"), name: "", allowed: false },
+    Access { behaviour: "admission_has_no_rbac_escalation", who: A, verb: "create", group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", subresource: "", namespace: None, name: "", allowed: false },
 ];
 
-/// Installs deploy/operator/rbac.yaml bound to a ServiceAccount of a fresh namespace (which plays
-/// the operator namespace; cluster-scoped objects get that namespace as a name suffix) and
-/// asks the API server, as that ServiceAccount, what it may do: every call the binaries make
-/// is allowed, and a sample of what they never do is not. Also performs the certs manager's
-/// real name-selected list (fieldSelector metadata.name) that `resourceNames` relies on.
+/// Installs deploy/operator/rbac.yaml bound to the two ServiceAccounts in a fresh namespace
+/// (which plays the operator namespace; cluster-scoped objects get that namespace as a name
+/// suffix) and asks the API server, as each ServiceAccount, what it may do: every call its
+/// binary makes is allowed, and a sample of what it never does is not. Also makes real calls:
+/// the certs manager's name-selected lists (fieldSelector metadata.name) that `resourceNames`
+/// relies on, and a read of a Secret in another namespace, which the admission account is
+/// refused and the reconciler (credentials Secrets live in the Databases' namespaces) is not.
 #[tokio::test]
 async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -831,6 +889,7 @@ async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
 
     let cluster = cluster().await.unwrap();
     let ns = cluster.namespace("rbac").await.unwrap();
+    let elsewhere = cluster.namespace("rbac-tenant").await.unwrap();
     let op = ns.name().to_owned();
     let admin = cluster.client().unwrap();
     let label = (testkit::MANAGED_BY_LABEL, testkit::MANAGED_BY_VALUE);
@@ -874,17 +933,43 @@ async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
         .unwrap_or_else(|e| panic!("installing {kind} {name}: {e}"));
     }
     let sa: Api<ServiceAccount> = ns.api();
-    assert!(
-        sa.get_opt("db-operator").await.unwrap().is_some(),
-        "rbac.yaml creates the ServiceAccount"
-    );
-
-    let as_operator = cluster
-        .client_as_service_account(&op, "db-operator")
+    for who in [Who::Admission, Who::Reconciler] {
+        assert!(
+            sa.get_opt(who.service_account()).await.unwrap().is_some(),
+            "rbac.yaml creates the ServiceAccount {}",
+            who.service_account()
+        );
+    }
+    // Secrets to read for real: the certificate Secret and a credentials-like Secret elsewhere.
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "stringData": {"password": "s3cret"},
+        }))
+        .expect("a Secret")
+    };
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret("db-operator-webhook-tls"))
+        .await
         .unwrap();
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(as_operator.clone());
+    elsewhere
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret("db-credentials"))
+        .await
+        .unwrap();
+
+    let as_admission = cluster
+        .client_as_service_account(&op, Who::Admission.service_account())
+        .unwrap();
+    let as_reconciler = cluster
+        .client_as_service_account(&op, Who::Reconciler.service_account())
+        .unwrap();
+    let client_of = |who: Who| match who {
+        Who::Admission => as_admission.clone(),
+        Who::Reconciler => as_reconciler.clone(),
+    };
     let mut wrong = Vec::new();
     for row in ACCESS {
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(client_of(row.who));
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -909,29 +994,60 @@ async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
         let allowed = answer.status.is_some_and(|s| s.allowed);
         if allowed != row.allowed {
             wrong.push(format!(
-                "{}: {} {}{} {:?} {:?}: allowed={allowed}",
-                row.behaviour, row.verb, row.resource, row.subresource, row.namespace, row.name
+                "{} ({:?}): {} {}{} {:?} {:?}: allowed={allowed}",
+                row.behaviour,
+                row.who,
+                row.verb,
+                row.resource,
+                row.subresource,
+                row.namespace,
+                row.name
             ));
         }
     }
 
-    // The certs manager's watches list by name; RBAC sees that as a named request.
+    // Real calls. The certs manager's watches list by name; RBAC sees that as a named request.
     let by_name = |name: &str| ListParams::default().fields(&format!("metadata.name={name}"));
-    let secrets: Api<Secret> = Api::namespaced(as_operator.clone(), &op);
-    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(as_operator.clone());
+    let secrets_here = |who: Who| Api::<Secret>::namespaced(client_of(who), &op);
+    let secrets_elsewhere = |who: Who| Api::<Secret>::namespaced(client_of(who), elsewhere.name());
+    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(as_admission.clone());
     let real_calls = [
         (
             "certs_lists_its_secret_by_name",
-            secrets
+            secrets_here(Who::Admission)
                 .list_metadata(&by_name("db-operator-webhook-tls"))
                 .await
                 .map(|_| ()),
             true,
         ),
         (
-            "other_secrets_of_the_operator_namespace_are_listed_only_via_the_reconciler_role",
-            secrets
+            "certs_reads_its_secret",
+            secrets_here(Who::Admission)
+                .get("db-operator-webhook-tls")
+                .await
+                .map(|_| ()),
+            true,
+        ),
+        (
+            "admission_cannot_list_the_operator_namespace_secrets",
+            secrets_here(Who::Admission)
                 .list_metadata(&ListParams::default())
+                .await
+                .map(|_| ()),
+            false,
+        ),
+        (
+            "admission_cannot_read_a_secret_in_another_namespace",
+            secrets_elsewhere(Who::Admission)
+                .get("db-credentials")
+                .await
+                .map(|_| ()),
+            false,
+        ),
+        (
+            "reconciler_reads_credentials_where_databases_live",
+            secrets_elsewhere(Who::Reconciler)
+                .get("db-credentials")
                 .await
                 .map(|_| ()),
             true,
@@ -954,7 +1070,9 @@ async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
         ),
     ];
     for (behaviour, result, allowed) in real_calls {
-        if result.is_ok() != allowed {
+        let refused = matches!(&result, Err(kube::Error::Api(status)) if status.code == 403);
+        let ok = if allowed { result.is_ok() } else { refused };
+        if !ok {
             wrong.push(format!("{behaviour}: {result:?}"));
         }
     }
@@ -974,6 +1092,7 @@ async fn operator_rbac_allows_what_the_binaries_do_and_little_else() {
             eprintln!("cleanup of {kind} {name} failed: {e}");
         }
     }
+    elsewhere.cleanup().await.unwrap();
     ns.cleanup().await.unwrap();
     assert!(
         wrong.is_empty(),
@@ -1000,59 +1119,325 @@ async fn operator_pod_meets_the_restricted_pod_security_standard() {
         .patch(ns.name(), &PatchParams::default(), &Patch::Merge(&enforce))
         .await
         .unwrap();
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("db-operator".into()),
-            ..ObjectMeta::default()
-        },
-        ..ServiceAccount::default()
-    };
-    ns.api::<ServiceAccount>()
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
-
-    let deployment = objects(
+    let deployments = deployments(&objects(
         cluster,
         "-f",
         &repo_root().join("deploy/operator/deployment.yaml"),
-    )
-    .into_iter()
-    .find(|o| o["kind"] == "Deployment")
-    .expect("a Deployment");
-    let template = &deployment["spec"]["template"];
-    let pod_from = |spec: Value| -> Pod {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "db-operator", "labels": template["metadata"]["labels"]},
-            "spec": spec,
-        }))
-        .expect("a Pod")
-    };
+    ));
+    assert_eq!(deployments.len(), 2);
     let pods: Api<Pod> = ns.api();
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
-    let result = pods
-        .create(&dry_run, &pod_from(template["spec"].clone()))
-        .await;
-    let mut insecure = template["spec"].clone();
-    if let Some(map) = insecure.as_object_mut() {
-        map.remove("securityContext");
-    }
-    for container in insecure["containers"].as_array_mut().into_iter().flatten() {
-        if let Some(map) = container.as_object_mut() {
+    let mut violations = Vec::new();
+    let mut admitted_insecure = Vec::new();
+    for deployment in &deployments {
+        let template = &deployment["spec"]["template"];
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(str_at(template, "/spec/serviceAccountName").to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        ns.api::<ServiceAccount>()
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+        let pod_from = |spec: Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": str_at(deployment, "/metadata/name"), "labels": template["metadata"]["labels"]},
+                "spec": spec,
+            }))
+            .expect("a Pod")
+        };
+        if let Err(e) = pods
+            .create(&dry_run, &pod_from(template["spec"].clone()))
+            .await
+        {
+            violations.push(format!("{}: {e}", describe(deployment)));
+        }
+        let mut insecure = template["spec"].clone();
+        if let Some(map) = insecure.as_object_mut() {
             map.remove("securityContext");
         }
+        for container in insecure["containers"].as_array_mut().into_iter().flatten() {
+            if let Some(map) = container.as_object_mut() {
+                map.remove("securityContext");
+            }
+        }
+        if pods.create(&dry_run, &pod_from(insecure)).await.is_ok() {
+            admitted_insecure.push(describe(deployment));
+        }
     }
-    let refused = pods.create(&dry_run, &pod_from(insecure)).await;
     ns.cleanup().await.unwrap();
-    if let Err(e) = result {
-        panic!("the operator pod violates the restricted Pod Security Standard: {e}");
-    }
     assert!(
-        refused.is_err(),
-        "a pod without securityContext was admitted: restricted is not enforced"
+        violations.is_empty(),
+        "the operator pods violate the restricted Pod Security Standard: {violations:?}"
     );
+    assert!(
+        admitted_insecure.is_empty(),
+        "pods without securityContext were admitted: restricted is not enforced: {admitted_insecure:?}"
+    );
+}
+
+/// The admission pod mounts exactly `tls.crt` and `tls.key` of the certificate Secret (never
+/// `ca.key`), the reconciler pod mounts no Secret at all, and each Deployment runs under its own
+/// ServiceAccount; in `deploy/` and in the chart's default and cert-manager renderings.
+#[tokio::test]
+async fn only_the_serving_pair_is_mounted_and_each_binary_has_its_own_account() {
+    let cluster = cluster().await.unwrap();
+    let mut sources = vec![(
+        "deploy/operator/deployment.yaml".to_owned(),
+        objects(
+            cluster,
+            "-f",
+            &repo_root().join("deploy/operator/deployment.yaml"),
+        ),
+    )];
+    if let Some(helm) = helm() {
+        let client = cluster.client().unwrap();
+        let kube_version = client.apiserver_version().await.unwrap().git_version;
+        for set in [&[][..], &["certManager.enabled=true"][..]] {
+            let (objects, _) = render_chart(cluster, &helm, &kube_version, set);
+            sources.push((format!("the chart {set:?}"), objects));
+        }
+    } else {
+        eprintln!(
+            "SKIPPED the chart renderings: no helm binary (set DBOP_HELM or put helm on PATH)"
+        );
+    }
+    for (origin, objects) in sources {
+        let deployments = deployments(&objects);
+        let by_container = |name: &str| {
+            deployments
+                .iter()
+                .find(|d| {
+                    d["spec"]["template"]["spec"]["containers"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["name"] == name))
+                })
+                .unwrap_or_else(|| panic!("{origin}: no Deployment runs {name}"))
+                .clone()
+        };
+        let (admission, reconciler) = (by_container("admission"), by_container("reconciler"));
+        let spec = |d: &Value| d["spec"]["template"]["spec"].clone();
+        assert_eq!(
+            spec(&admission)["containers"].as_array().map(Vec::len),
+            Some(1),
+            "{origin}: the admission pod runs only the admission server"
+        );
+        assert_eq!(
+            str_at(&spec(&admission), "/serviceAccountName"),
+            "db-operator-admission",
+            "{origin}"
+        );
+        assert_eq!(
+            str_at(&spec(&reconciler), "/serviceAccountName"),
+            "db-operator-reconciler",
+            "{origin}"
+        );
+        let secret_volumes = |d: &Value| -> Vec<Value> {
+            spec(d)["volumes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| v.get("secret").is_some() || v.get("projected").is_some())
+                .collect()
+        };
+        assert_eq!(
+            secret_volumes(&reconciler),
+            Vec::<Value>::new(),
+            "{origin}: reconciler mounts no Secret"
+        );
+        let volumes = secret_volumes(&admission);
+        assert_eq!(volumes.len(), 1, "{origin}: one Secret volume: {volumes:?}");
+        let items: Vec<(&str, &str)> = volumes[0]["secret"]["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{origin}: the Secret volume has no items: the whole Secret (with ca.key) is mounted"))
+            .iter()
+            .map(|i| (str_at(i, "/key"), str_at(i, "/path")))
+            .collect();
+        assert_eq!(
+            items,
+            [("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
+            "{origin}: only the serving pair is mounted"
+        );
+    }
+}
+
+/// The shipped webhook configurations (deploy/webhooks, rules and matchConditions as they are)
+/// registered for a fresh namespace, pointed at an endpoint where nothing listens, with
+/// failurePolicy Fail, on the real API server: while the admission server is "down", a spec
+/// change is refused, but adding a finalizer, writing status, deleting, and removing the
+/// finalizer of the deleted Database all succeed.
+#[tokio::test]
+async fn deletion_finalizers_and_status_pass_while_the_webhook_is_down() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DeleteParams};
+
+    let cluster = cluster().await.unwrap();
+    let admin = cluster.client().unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    if crds
+        .get_opt("databases.example.com")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        let crd = objects(cluster, "-f", &repo_root().join("deploy/crd/database.yaml"))
+            .into_iter()
+            .next()
+            .expect("the CRD");
+        let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+        cluster.install_crd(&crd, FIELD_MANAGER).await.unwrap();
+    }
+    let ns = cluster.namespace("webhook-down").await.unwrap();
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Database"),
+        "databases",
+    );
+    let dbs: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns.name(), &resource);
+    let db: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "example.com/v1", "kind": "Database",
+        "metadata": {"name": "orders", "namespace": ns.name()},
+        "spec": {},
+    }))
+    .unwrap();
+    dbs.create(&PostParams::default(), &db).await.unwrap();
+
+    // Register both configurations exactly as shipped, except where they point and which
+    // namespace they intercept.
+    let mut registered: Vec<(ApiResource, String)> = Vec::new();
+    for file in [
+        "deploy/webhooks/validating.yaml",
+        "deploy/webhooks/mutating.yaml",
+    ] {
+        for mut object in objects(cluster, "-f", &repo_root().join(file)) {
+            let name = format!("{}-{}", str_at(&object, "/metadata/name"), ns.name());
+            object["metadata"]["name"] = Value::from(name.clone());
+            for hook in object["webhooks"].as_array_mut().into_iter().flatten() {
+                assert_eq!(hook["failurePolicy"], "Fail", "{file}");
+                assert!(
+                    hook["matchConditions"].is_array(),
+                    "{file}: no matchConditions"
+                );
+                let path = str_at(hook, "/clientConfig/service/path").to_owned();
+                hook["clientConfig"] =
+                    serde_json::json!({"url": format!("https://127.0.0.1:1{path}")});
+                hook["namespaceSelector"] = serde_json::json!({
+                    "matchLabels": {"kubernetes.io/metadata.name": ns.name()}
+                });
+            }
+            let (resource, _) = discovery::pinned_kind(&admin, &gvk(&object)).await.unwrap();
+            Api::<DynamicObject>::all_with(admin.clone(), &resource)
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&object),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("registering {file}: {e}"));
+            registered.push((resource, name));
+        }
+    }
+
+    let merge = |patch: Value| {
+        let dbs = dbs.clone();
+        async move {
+            dbs.patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        }
+    };
+    // The API server picks the configurations up within a second or two.
+    let refused_spec = testkit::wait_for(
+        std::time::Duration::from_secs(30),
+        "the dead webhook to refuse a spec change",
+        || async {
+            match merge(serde_json::json!({"spec": {"replicas": 2}})).await {
+                Err(kube::Error::Api(status)) if status.message.contains("webhook") => {
+                    Ok(status.message)
+                }
+                other => Err(testkit::NotYet::new(format!("{other:?}"))),
+            }
+        },
+    )
+    .await;
+
+    let text = |r: Result<(), kube::Error>| r.map_err(|e| e.to_string());
+    let steps: Vec<(&str, Result<(), String>)> = vec![
+        (
+            "finalizer_added",
+            text(
+                merge(serde_json::json!({"metadata": {"finalizers": ["example.com/test-hold"]}}))
+                    .await,
+            ),
+        ),
+        (
+            "status_written",
+            text(
+                dbs.patch_status(
+                    "orders",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"status": {"observedGeneration": 1}})),
+                )
+                .await
+                .map(|_| ()),
+            ),
+        ),
+        (
+            "label_change_still_goes_through_the_webhook",
+            match merge(serde_json::json!({"metadata": {"labels": {"team": "shop"}}})).await {
+                Err(kube::Error::Api(status)) if status.message.contains("webhook") => Ok(()),
+                Ok(()) => Err("accepted although the webhook is down".to_owned()),
+                Err(e) => Err(e.to_string()),
+            },
+        ),
+        (
+            "deleted",
+            text(
+                dbs.delete("orders", &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            ),
+        ),
+        (
+            "finalizer_removed_during_deletion",
+            text(merge(serde_json::json!({"metadata": {"finalizers": null}})).await),
+        ),
+    ];
+    let gone = testkit::wait_for(
+        std::time::Duration::from_secs(30),
+        "the deleted Database to disappear",
+        || async {
+            match dbs.get_opt("orders").await {
+                Ok(None) => Ok(()),
+                other => Err(testkit::NotYet::new(format!("{other:?}"))),
+            }
+        },
+    )
+    .await;
+
+    for (resource, name) in &registered {
+        let _ = Api::<DynamicObject>::all_with(admin.clone(), resource)
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
+    ns.cleanup().await.unwrap();
+    let refused_spec = refused_spec.expect("a spec change is refused while the webhook is down");
+    eprintln!("spec change refused as expected: {refused_spec}");
+    let failed: Vec<String> = steps
+        .iter()
+        .filter_map(|(step, result)| result.as_ref().err().map(|e| format!("{step}: {e}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "wrong outcome with the webhook down:\n  {}",
+        failed.join("\n  ")
+    );
+    gone.expect("the Database is gone once its finalizer is removed");
 }

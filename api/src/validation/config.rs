@@ -1,9 +1,17 @@
-//! Rules for `spec.config`: key syntax, operator-owned keys, and type/range checks for the
-//! parameters the operator knows. Unknown parameters pass with a warning.
+//! Rules for `spec.config`: key syntax, operator-owned keys, parameters no user may set, and
+//! type/range checks for the parameters the operator knows (an allowlist).
+//!
+//! The order of the checks is: syntax, operator-owned ([`owned_keys`]), forbidden
+//! ([`forbidden`]: parameters that run commands, load code, or make the server read or write files
+//! of the user's choosing — they would run as the database server, inside the operator's pod),
+//! known ([`known_params`], type and range checked), and finally unknown keys: denied when their
+//! name says they take a command, a library or a path ([`risky_unknown`]), otherwise passed
+//! through with a warning.
 //!
 //! Keys are lowercase (both engines treat parameter names case-insensitively, and a single
 //! spelling keeps `Port` from slipping past the owned-key check). MySQL treats `-` and `_` alike
-//! and accepts a `loose_` prefix, so owned and known MySQL keys are matched after normalising both.
+//! and accepts `loose-`, `skip-`, `enable-`, `disable-` and `maximum-` prefixes, so MySQL keys are
+//! matched in every spelling the server would read ([`mysql_spellings`]).
 
 use crate::quantity;
 use crate::v1::Engine;
@@ -68,6 +76,8 @@ pub enum ParamType {
     PgTime,
     /// One of the listed words (case-insensitive).
     Enum(&'static [&'static str]),
+    /// Free text on one line (already checked by [`check_value_safe`]), e.g. `search_path`.
+    Text,
 }
 
 const KIB: u128 = 1024;
@@ -80,7 +90,50 @@ pub fn known_params(engine: Engine) -> &'static [(&'static str, ParamType)] {
     use ParamType::*;
     match engine {
         Engine::Postgres => &[
+            ("autovacuum", Bool),
+            ("autovacuum_analyze_scale_factor", Real(0.0, 100.0)),
+            ("autovacuum_max_workers", Int(1, 262_143)),
+            ("autovacuum_naptime", PgTime),
+            ("autovacuum_vacuum_cost_limit", Int(-1, 10_000)),
+            ("autovacuum_vacuum_scale_factor", Real(0.0, 100.0)),
             ("checkpoint_completion_target", Real(0.0, 1.0)),
+            ("checkpoint_timeout", PgTime),
+            ("deadlock_timeout", PgTime),
+            (
+                "default_transaction_isolation",
+                Enum(&[
+                    "serializable",
+                    "repeatable read",
+                    "read committed",
+                    "read uncommitted",
+                ]),
+            ),
+            ("default_statistics_target", Int(1, 10_000)),
+            ("hash_mem_multiplier", Real(1.0, 1000.0)),
+            ("huge_pages", Enum(&["on", "off", "try"])),
+            ("jit", Bool),
+            ("lock_timeout", PgTime),
+            ("log_autovacuum_min_duration", PgTime),
+            ("log_checkpoints", Bool),
+            ("log_disconnections", Bool),
+            ("log_lock_waits", Bool),
+            (
+                "log_min_messages",
+                Enum(&[
+                    "debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning",
+                    "error", "log", "fatal", "panic",
+                ]),
+            ),
+            ("max_locks_per_transaction", Int(10, 2_147_483_647)),
+            ("max_prepared_transactions", Int(0, 262_143)),
+            ("password_encryption", Enum(&["md5", "scram-sha-256"])),
+            ("seq_page_cost", Real(0.0, 1.0e10)),
+            ("temp_buffers", Memory(8 * KIB, 800 * KIB, TIB)),
+            ("track_io_timing", Bool),
+            (
+                "wal_compression",
+                Enum(&["on", "off", "pglz", "lz4", "zstd"]),
+            ),
             ("effective_cache_size", Memory(8 * KIB, 8 * KIB, 16 * TIB)),
             ("effective_io_concurrency", Int(0, 1000)),
             ("idle_in_transaction_session_timeout", PgTime),
@@ -94,6 +147,7 @@ pub fn known_params(engine: Engine) -> &'static [(&'static str, ParamType)] {
             ("max_worker_processes", Int(0, 262_143)),
             ("min_wal_size", Memory(MIB, 2 * MIB, TIB)),
             ("random_page_cost", Real(0.0, 1.0e10)),
+            ("search_path", Text),
             ("shared_buffers", Memory(8 * KIB, 128 * KIB, TIB)),
             ("statement_timeout", PgTime),
             (
@@ -104,7 +158,33 @@ pub fn known_params(engine: Engine) -> &'static [(&'static str, ParamType)] {
             ("work_mem", Memory(KIB, 64 * KIB, 2 * GIB)),
         ],
         Engine::Mysql => &[
+            ("binlog_expire_logs_seconds", Int(0, 4_294_967_295)),
+            (
+                "default_authentication_plugin",
+                Enum(&[
+                    "mysql_native_password",
+                    "caching_sha2_password",
+                    "sha256_password",
+                ]),
+            ),
+            ("event_scheduler", Enum(&["on", "off", "disabled"])),
+            ("general_log", Bool),
+            ("innodb_buffer_pool_instances", Int(1, 64)),
             ("innodb_buffer_pool_size", Memory(1, 5 * MIB, 64 * TIB)),
+            ("innodb_file_per_table", Bool),
+            ("innodb_io_capacity", Int(100, 4_294_967_295)),
+            ("innodb_io_capacity_max", Int(100, 4_294_967_295)),
+            ("innodb_lock_wait_timeout", Int(1, 1_073_741_824)),
+            ("innodb_log_buffer_size", Memory(1, 256 * KIB, 4 * GIB)),
+            ("interactive_timeout", Int(1, 31_536_000)),
+            ("join_buffer_size", Memory(1, 128, 4 * GIB)),
+            ("max_binlog_size", Memory(1, 4 * KIB, GIB)),
+            ("max_connect_errors", Int(1, i64::MAX)),
+            ("open_files_limit", Int(0, 1_048_576)),
+            ("performance_schema", Bool),
+            ("read_buffer_size", Memory(1, 8 * KIB, 2 * GIB)),
+            ("skip_name_resolve", Bool),
+            ("sort_buffer_size", Memory(1, 32 * KIB, 4 * GIB)),
             ("innodb_flush_log_at_trx_commit", Int(0, 2)),
             ("innodb_log_file_size", Memory(1, 4 * MIB, 512 * GIB)),
             ("innodb_redo_log_capacity", Memory(1, 8 * MIB, 128 * GIB)),
@@ -131,15 +211,248 @@ pub fn known_params(engine: Engine) -> &'static [(&'static str, ParamType)] {
     }
 }
 
-/// The name used to match owned/known keys: MySQL ignores `-` vs `_` and a `loose_` prefix.
+/// The name used to match owned/known keys: MySQL ignores `-` vs `_` and `loose_` prefixes.
 pub fn canonical_key(engine: Engine, key: &str) -> String {
     match engine {
         Engine::Postgres => key.to_string(),
         Engine::Mysql => {
-            let k = key.replace('-', "_");
-            k.strip_prefix("loose_").map(str::to_string).unwrap_or(k)
+            let mut k = key.replace('-', "_");
+            while let Some(rest) = k.strip_prefix("loose_") {
+                k = rest.to_string();
+            }
+            k
         }
     }
+}
+
+/// MySQL option prefixes that select the same variable: `--skip-x` is `--x=0`, `--enable-x` is
+/// `--x=1`, `--disable-x` is `--x=0`, `--maximum-x` sets the limit of session variable `x`.
+const MYSQL_PREFIXES: [&str; 4] = ["skip_", "enable_", "disable_", "maximum_"];
+
+/// Every name the MySQL server may read `key` as: the canonical key, and the canonical key
+/// without one modifier prefix (`loose-skip-grant-tables` -> `skip_grant_tables`, `grant_tables`).
+/// PostgreSQL has one spelling.
+pub fn mysql_spellings(engine: Engine, key: &str) -> Vec<String> {
+    let canonical = canonical_key(engine, key);
+    let mut out = vec![canonical.clone()];
+    if engine == Engine::Mysql {
+        for prefix in MYSQL_PREFIXES {
+            if let Some(rest) = canonical.strip_prefix(prefix) {
+                out.push(canonical_key(engine, rest));
+            }
+        }
+    }
+    out
+}
+
+/// Why a parameter may not be set through `spec.config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hazard {
+    /// Runs a shell command or SQL statements chosen by the user as the server.
+    RunsCommands,
+    /// Loads a shared library or plugin into the server.
+    LoadsCode,
+    /// Makes the server read or write a file or directory chosen by the user.
+    ServerFiles,
+    /// Switches off access control, or lets clients read files on the server.
+    DisablesSecurity,
+    /// Replication and clustering settings the operator manages.
+    Replication,
+}
+
+impl Hazard {
+    /// The sentence after "`<key>` ...", saying why it is denied.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Hazard::RunsCommands => {
+                "runs commands or statements chosen by the user as the database server, inside the operator's pod"
+            }
+            Hazard::LoadsCode => {
+                "loads shared libraries or plugins into the database server, which would run arbitrary code as the server"
+            }
+            Hazard::ServerFiles => {
+                "makes the database server read or write a file or directory of the user's choosing; paths are managed by the operator"
+            }
+            Hazard::DisablesSecurity => {
+                "switches off access control or lets clients read files on the server"
+            }
+            Hazard::Replication => "configures replication, which the operator manages",
+        }
+    }
+}
+
+/// Parameters no user may set, by engine: checked against every spelling of a key.
+pub fn forbidden_params(engine: Engine) -> &'static [(&'static str, Hazard)] {
+    use Hazard::*;
+    match engine {
+        Engine::Postgres => &[
+            ("archive_command", RunsCommands),
+            ("archive_cleanup_command", RunsCommands),
+            ("recovery_end_command", RunsCommands),
+            ("restore_command", RunsCommands),
+            ("ssl_passphrase_command", RunsCommands),
+            ("ssl_passphrase_command_supports_reload", RunsCommands),
+            ("archive_library", LoadsCode),
+            ("dynamic_library_path", LoadsCode),
+            ("extension_control_path", LoadsCode),
+            ("jit_provider", LoadsCode),
+            ("local_preload_libraries", LoadsCode),
+            ("session_preload_libraries", LoadsCode),
+            ("shared_preload_libraries", LoadsCode),
+            ("include", ServerFiles),
+            ("include_dir", ServerFiles),
+            ("include_if_exists", ServerFiles),
+            ("krb_server_keyfile", ServerFiles),
+            ("log_directory", ServerFiles),
+            ("log_filename", ServerFiles),
+            ("ssl_ca_file", ServerFiles),
+            ("ssl_cert_file", ServerFiles),
+            ("ssl_crl_dir", ServerFiles),
+            ("ssl_crl_file", ServerFiles),
+            ("ssl_dh_params_file", ServerFiles),
+            ("ssl_key_file", ServerFiles),
+            ("stats_temp_directory", ServerFiles),
+            ("allow_alter_system", DisablesSecurity),
+            ("allow_system_table_mods", DisablesSecurity),
+            ("primary_conninfo", Replication),
+            ("primary_slot_name", Replication),
+        ],
+        Engine::Mysql => &[
+            ("init_connect", RunsCommands),
+            ("init_file", RunsCommands),
+            ("init_replica", RunsCommands),
+            ("init_slave", RunsCommands),
+            ("early_plugin_load", LoadsCode),
+            ("plugin_dir", LoadsCode),
+            ("plugin_load", LoadsCode),
+            ("plugin_load_add", LoadsCode),
+            ("wsrep_provider", LoadsCode),
+            ("character_sets_dir", ServerFiles),
+            ("chroot", ServerFiles),
+            ("core_file", ServerFiles),
+            ("debug", ServerFiles),
+            ("ft_stopword_file", ServerFiles),
+            ("general_log_file", ServerFiles),
+            ("innodb_data_file_path", ServerFiles),
+            ("innodb_data_home_dir", ServerFiles),
+            ("innodb_directories", ServerFiles),
+            ("innodb_log_group_home_dir", ServerFiles),
+            ("innodb_temp_data_file_path", ServerFiles),
+            ("innodb_temp_tablespaces_dir", ServerFiles),
+            ("innodb_undo_directory", ServerFiles),
+            ("keyring_file_data", ServerFiles),
+            ("lc_messages_dir", ServerFiles),
+            ("log_basename", ServerFiles),
+            ("log_bin", ServerFiles),
+            ("log_bin_basename", ServerFiles),
+            ("log_bin_index", ServerFiles),
+            ("log_error", ServerFiles),
+            ("log_slow_query_file", ServerFiles),
+            ("log_tc", ServerFiles),
+            ("relay_log", ServerFiles),
+            ("relay_log_index", ServerFiles),
+            ("relay_log_info_file", ServerFiles),
+            ("master_info_file", ServerFiles),
+            ("replica_load_tmpdir", ServerFiles),
+            ("slave_load_tmpdir", ServerFiles),
+            ("slow_query_log_file", ServerFiles),
+            ("ssl_ca", ServerFiles),
+            ("ssl_capath", ServerFiles),
+            ("ssl_cert", ServerFiles),
+            ("ssl_crl", ServerFiles),
+            ("ssl_crlpath", ServerFiles),
+            ("ssl_key", ServerFiles),
+            ("admin_ssl_ca", ServerFiles),
+            ("admin_ssl_capath", ServerFiles),
+            ("admin_ssl_cert", ServerFiles),
+            ("admin_ssl_crl", ServerFiles),
+            ("admin_ssl_crlpath", ServerFiles),
+            ("admin_ssl_key", ServerFiles),
+            ("mysqlx_ssl_ca", ServerFiles),
+            ("mysqlx_ssl_capath", ServerFiles),
+            ("mysqlx_ssl_cert", ServerFiles),
+            ("mysqlx_ssl_crl", ServerFiles),
+            ("mysqlx_ssl_crlpath", ServerFiles),
+            ("mysqlx_ssl_key", ServerFiles),
+            ("symbolic_links", ServerFiles),
+            ("tmpdir", ServerFiles),
+            ("local_infile", DisablesSecurity),
+            ("secure_file_priv", DisablesSecurity),
+            ("skip_grant_tables", DisablesSecurity),
+            ("read_only", Replication),
+            ("super_read_only", Replication),
+        ],
+    }
+}
+
+/// The hazard of `key` when it is one of [`forbidden_params`] in any of its spellings.
+pub fn forbidden(engine: Engine, key: &str) -> Option<Hazard> {
+    let spellings = mysql_spellings(engine, key);
+    forbidden_params(engine)
+        .iter()
+        .find(|(name, _)| spellings.iter().any(|s| s == name))
+        .map(|(_, hazard)| *hazard)
+}
+
+/// Name parts (split at `_` and `.`) that mark a parameter taking a command, a library or a path.
+fn risky_parts(engine: Engine) -> &'static [(&'static str, Hazard)] {
+    use Hazard::*;
+    match engine {
+        Engine::Postgres => &[
+            ("command", RunsCommands),
+            ("program", RunsCommands),
+            ("library", LoadsCode),
+            ("libraries", LoadsCode),
+            ("provider", LoadsCode),
+            ("include", ServerFiles),
+            ("file", ServerFiles),
+            ("filename", ServerFiles),
+            ("keyfile", ServerFiles),
+            ("dir", ServerFiles),
+            ("destdir", ServerFiles),
+            ("directory", ServerFiles),
+            ("directories", ServerFiles),
+            ("path", ServerFiles),
+            ("conninfo", Replication),
+        ],
+        Engine::Mysql => &[
+            ("init", RunsCommands),
+            ("plugin", LoadsCode),
+            ("load", LoadsCode),
+            ("library", LoadsCode),
+            ("provider", LoadsCode),
+            ("file", ServerFiles),
+            ("filename", ServerFiles),
+            ("dir", ServerFiles),
+            ("tmpdir", ServerFiles),
+            ("datadir", ServerFiles),
+            ("basedir", ServerFiles),
+            ("directory", ServerFiles),
+            ("directories", ServerFiles),
+            ("path", ServerFiles),
+            ("socket", ServerFiles),
+            ("keyring", ServerFiles),
+            ("wsrep", Replication),
+        ],
+    }
+}
+
+/// For a key that is neither forbidden nor known: the hazard its name suggests (`*_command`,
+/// `*_libraries`, `*_file`, `*_dir`, `*_path`, `include*`, MySQL `*plugin*`, `init_*`, ...).
+/// Such keys are denied rather than passed through, because the operator cannot tell what they do.
+pub fn risky_unknown(engine: Engine, key: &str) -> Option<Hazard> {
+    let parts = risky_parts(engine);
+    mysql_spellings(engine, key).iter().find_map(|spelling| {
+        spelling
+            .split(['_', '.'])
+            .find_map(|part| parts.iter().find(|(p, _)| *p == part))
+            .map(|(_, hazard)| *hazard)
+            .or_else(|| {
+                spelling
+                    .starts_with("include")
+                    .then_some(Hazard::ServerFiles)
+            })
+    })
 }
 
 /// Checks key syntax. `Err` says what is wrong.
@@ -204,6 +517,7 @@ pub fn check_value(engine: Engine, ty: ParamType, value: &str) -> Result<(), Str
                 Err(format!("must be one of {}", words.join(", ")))
             }
         }
+        ParamType::Text => Ok(()),
         ParamType::MemoryOrAuto(..) if v == "-1" => Ok(()),
         ParamType::Memory(unit, lo, hi) | ParamType::MemoryOrAuto(unit, lo, hi) => {
             let (bytes, syntax) = match engine {
@@ -315,4 +629,87 @@ pub fn kubernetes_quantity_hint(engine: Engine, value: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("{v} is Kubernetes syntax; write {num}{mapped}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_forbidden_parameter_is_denied_in_every_spelling() {
+        for engine in Engine::ALL {
+            for (name, hazard) in forbidden_params(engine) {
+                let mut spellings = vec![name.to_string()];
+                if engine == Engine::Mysql {
+                    let dashed = name.replace('_', "-");
+                    spellings.extend([
+                        dashed.clone(),
+                        format!("loose-{dashed}"),
+                        format!("loose_{name}"),
+                        format!("loose-loose-{dashed}"),
+                        format!("enable-{dashed}"),
+                        format!("disable_{name}"),
+                        format!("skip-{dashed}"),
+                        format!("loose-maximum-{dashed}"),
+                    ]);
+                }
+                for key in spellings {
+                    assert_eq!(forbidden(engine, &key), Some(*hazard), "{engine} {key}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_known_parameter_is_forbidden_or_owned() {
+        for engine in Engine::ALL {
+            for (name, _) in known_params(engine) {
+                assert_eq!(forbidden(engine, name), None, "{engine} {name}");
+                assert!(!owned_keys(engine).contains(name), "{engine} {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_risky_by_the_words_in_their_names() {
+        let cases = [
+            (
+                Engine::Postgres,
+                "pgaudit.log_directory",
+                Some(Hazard::ServerFiles),
+            ),
+            (
+                Engine::Postgres,
+                "myext.startup_command",
+                Some(Hazard::RunsCommands),
+            ),
+            (
+                Engine::Postgres,
+                "myext.preload_libraries",
+                Some(Hazard::LoadsCode),
+            ),
+            (Engine::Postgres, "includes", Some(Hazard::ServerFiles)),
+            (Engine::Postgres, "pg_stat_statements.track", None),
+            (Engine::Postgres, "log_line_prefix", None),
+            (Engine::Postgres, "timezone", None),
+            (
+                Engine::Mysql,
+                "loose-audit-log-file",
+                Some(Hazard::ServerFiles),
+            ),
+            (
+                Engine::Mysql,
+                "validate-password-dictionary-file",
+                Some(Hazard::ServerFiles),
+            ),
+            (Engine::Mysql, "skip-some-plugin", Some(Hazard::LoadsCode)),
+            (Engine::Mysql, "wsrep_sst_method", Some(Hazard::Replication)),
+            (Engine::Mysql, "init_something", Some(Hazard::RunsCommands)),
+            (Engine::Mysql, "sql_mode", None),
+            (Engine::Mysql, "character-set-server", None),
+        ];
+        for (engine, key, want) in cases {
+            assert_eq!(risky_unknown(engine, key), want, "{engine} {key}");
+        }
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod schedule;
+pub mod scheduling;
 
 use std::fmt;
 
@@ -159,6 +160,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ),
     ("limits_cover_requests", limits_cover_requests),
     ("config_is_valid", config_is_valid),
+    ("scheduling_is_valid", scheduling_is_valid),
 ];
 
 /// Validates `new` (and on UPDATE the transition from `old`) at the current time.
@@ -492,11 +494,13 @@ pub fn storage_never_shrinks(input: &Input<'_>, warnings: &mut Vec<String>) -> V
     let Some(new) = input.new.spec.storage_size.as_ref() else {
         return Vec::new();
     };
-    let (Ok(o), Ok(n)) = (quantity::parse_quantity(old), quantity::parse_quantity(new)) else {
+    // Exact, unbounded comparison: a stored value beyond 2^63-1 (which Kubernetes keeps as
+    // written) must still forbid a shrink, not make the rule skip.
+    let Ok(order) = quantity::compare_exact(&new.0, &old.0) else {
         return Vec::new(); // malformed values are reported by storage_size_is_large_enough
     };
     let path = "spec.storageSize";
-    if n < o {
+    if order == std::cmp::Ordering::Less {
         return vec![FieldError::new(
             path,
             &new.0,
@@ -506,7 +510,7 @@ pub fn storage_never_shrinks(input: &Input<'_>, warnings: &mut Vec<String>) -> V
             ),
         )];
     }
-    if n > o {
+    if order == std::cmp::Ordering::Greater {
         warnings.push(format!(
             "{path}: growing from {} to {}; existing volumes expand only if their StorageClass sets allowVolumeExpansion: true, and storage can never shrink again",
             old.0, new.0
@@ -575,10 +579,17 @@ pub fn backup_schedule_is_cronjob_syntax(
     input: &Input<'_>,
     warnings: &mut Vec<String>,
 ) -> Vec<FieldError> {
+    let path = "spec.backupSchedule";
     let Some(raw) = input.new.spec.backup_schedule.as_deref() else {
+        // No default exists, so defaulting cannot keep it: leaving it out of a replace is how
+        // backups are switched off. Say so, in case the manifest merely forgot it.
+        if let Some(old) = input.old.and_then(|o| o.spec.backup_schedule.as_deref()) {
+            warnings.push(format!(
+                "{path}: removed (was {old:?}); the backup CronJob is deleted and no more backups run. Set spec.backupSchedule again to keep backups"
+            ));
+        }
         return Vec::new();
     };
-    let path = "spec.backupSchedule";
     match schedule::parse(raw) {
         Err(e) => vec![FieldError::new(
             path,
@@ -675,7 +686,9 @@ pub fn limits_cover_requests(input: &Input<'_>, _warnings: &mut Vec<String>) -> 
 // config
 
 /// `spec.config`: at most 20 keys, valid key syntax and single-line values, no operator-owned
-/// keys, known parameters type- and range-checked; unknown keys pass with a warning.
+/// keys, no parameter that runs commands, loads code or points the server at files (in any
+/// MySQL spelling), known parameters type- and range-checked; unknown keys pass with a warning
+/// unless their name marks them as taking a command, a library or a path.
 pub fn config_is_valid(input: &Input<'_>, warnings: &mut Vec<String>) -> Vec<FieldError> {
     let Some(cfg) = &input.new.spec.config else {
         return Vec::new();
@@ -706,11 +719,26 @@ pub fn config_is_valid(input: &Input<'_>, warnings: &mut Vec<String>) -> Vec<Fie
             continue;
         }
         let canonical = config::canonical_key(engine, key);
-        if config::owned_keys(engine).contains(&canonical.as_str()) {
+        let spellings = config::mysql_spellings(engine, key);
+        if spellings
+            .iter()
+            .any(|k| config::owned_keys(engine).contains(&k.as_str()))
+        {
             errors.push(FieldError::new(
                 path,
                 value,
                 format!("{key} is managed by the operator for {engine} and cannot be set; remove it from spec.config"),
+            ));
+            continue;
+        }
+        if let Some(hazard) = config::forbidden(engine, key) {
+            errors.push(FieldError::new(
+                path,
+                value,
+                format!(
+                    "{key} cannot be set for {engine}: it {}; remove it from spec.config",
+                    hazard.reason()
+                ),
             ));
             continue;
         }
@@ -730,7 +758,17 @@ pub fn config_is_valid(input: &Input<'_>, warnings: &mut Vec<String>) -> Vec<Fie
                     ));
                 }
             }
-            None => unknown.push(key.as_str()),
+            None => match config::risky_unknown(engine, key) {
+                Some(hazard) => errors.push(FieldError::new(
+                    path,
+                    value,
+                    format!(
+                        "{key} is not a {engine} parameter the operator knows, and its name says it may take a command, a library or a path (such a parameter {}); unknown parameters of that kind are denied, remove it from spec.config",
+                        hazard.reason()
+                    ),
+                )),
+                None => unknown.push(key.as_str()),
+            },
         }
     }
     if !unknown.is_empty() {
@@ -740,6 +778,22 @@ pub fn config_is_valid(input: &Input<'_>, warnings: &mut Vec<String>) -> Vec<Fie
         ));
     }
     errors
+}
+
+// ---------------------------------------------------------------------------------------------
+// scheduling
+
+/// `spec.scheduling` holds what the API server accepts in a pod template: label keys and values,
+/// toleration operators and effects, node-selector and label-selector operators with the values
+/// they need, weights 1..100, topology spread constraints.
+pub fn scheduling_is_valid(input: &Input<'_>, _warnings: &mut Vec<String>) -> Vec<FieldError> {
+    input
+        .new
+        .spec
+        .scheduling
+        .as_ref()
+        .map(scheduling::check)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

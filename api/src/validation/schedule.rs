@@ -255,8 +255,14 @@ fn parse_range(part: &str, spec: &FieldSpec) -> Result<(u64, bool), String> {
             if s.contains('/') {
                 return Err(format!("{part:?} has more than one step"));
             }
-            let step: u32 = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                s.parse().map_err(|_| format!("step {s:?} is too large"))?
+            // robfig parses the step with strconv.Atoi (any non-negative int64) and walks the
+            // range in 64-bit unsigned steps, so a step beyond the range just selects the start
+            // ("59/4294967295" is minute 59). Mirror that: u64, at most i64::MAX, no wrapping.
+            let step: u64 = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse()
+                    .ok()
+                    .filter(|n| *n <= i64::MAX as u64)
+                    .ok_or_else(|| format!("step {s:?} is too large"))?
             } else {
                 return Err(format!("step {s:?} is not a number"));
             };
@@ -288,10 +294,13 @@ fn parse_range(part: &str, spec: &FieldSpec) -> Result<(u64, bool), String> {
         star = false;
     }
     let mut bits = 0u64;
-    let mut v = start;
-    while v <= end {
+    let mut v = u64::from(start);
+    while v <= u64::from(end) {
         bits |= 1 << v;
-        v += step;
+        match v.checked_add(step) {
+            Some(next) => v = next,
+            None => break,
+        }
     }
     Ok((bits, star))
 }
@@ -499,6 +508,43 @@ mod tests {
                 .map(|t| t.to_string())
                 .collect();
             assert_eq!(got, want.to_vec(), "{s}");
+        }
+    }
+
+    #[test]
+    fn steps_beyond_the_range_select_only_the_start_as_robfig_does_and_never_wrap() {
+        let now = ts("2026-11-29T10:00:00Z");
+        let cases: &[(&str, Result<[&str; 2], &str>)] = &[
+            // u32::MAX: 59 + step would wrap a u32 back to 58.
+            (
+                "59/4294967295 * * * *",
+                Ok(["2026-11-29T10:59:00Z", "2026-11-29T11:59:00Z"]),
+            ),
+            (
+                "*/4294967296 23/4294967295 * * *",
+                Ok(["2026-11-29T23:00:00Z", "2026-11-30T23:00:00Z"]),
+            ),
+            // i64::MAX, the largest step Go's strconv.Atoi gives robfig.
+            (
+                "59/9223372036854775807 * * * *",
+                Ok(["2026-11-29T10:59:00Z", "2026-11-29T11:59:00Z"]),
+            ),
+            ("59/9223372036854775808 * * * *", Err("too large")),
+            ("59/18446744073709551616 * * * *", Err("too large")),
+        ];
+        for (s, want) in cases {
+            match (parse(s), want) {
+                (Ok(schedule), Ok(want)) => {
+                    let got: Vec<String> = schedule
+                        .next_runs(now, 2)
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect();
+                    assert_eq!(got, want.to_vec(), "{s}");
+                }
+                (Err(e), Err(fragment)) => assert!(e.0.contains(fragment), "{s}: {}", e.0),
+                (got, want) => panic!("{s}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

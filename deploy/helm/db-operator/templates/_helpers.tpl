@@ -9,10 +9,13 @@ Names the binaries expect by default (certs::CertConfig); fixed, so one release 
 {{- define "db-operator.crdName" -}}databases.example.com{{- end -}}
 {{- define "db-operator.certificateName" -}}db-operator-webhook{{- end -}}
 
+{{- /* Pod selector of one component: include "db-operator.selectorLabels" "admission" */ -}}
 {{- define "db-operator.selectorLabels" -}}
 app.kubernetes.io/name: db-operator
-app.kubernetes.io/component: operator
+app.kubernetes.io/component: {{ . }}
 {{- end -}}
+
+{{- define "db-operator.serviceAccountName" -}}db-operator-{{ . }}{{- end -}}
 
 {{- define "db-operator.labels" -}}
 app.kubernetes.io/name: db-operator
