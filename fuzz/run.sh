@@ -5,6 +5,7 @@
 #
 #   fuzz/run.sh                 # 10,000,000 inputs, seeded from fuzz/corpus/server
 #   FUZZ_RUNS=1000000 fuzz/run.sh
+#   FUZZ_SECONDS=3000 fuzz/run.sh  # also stop after this wall time (libFuzzer -max_total_time)
 #   FUZZ_TARGET_DIR=...         # cargo target dir (default ~/.cache/db-operator/target-fuzz)
 #
 # Prints the number of inputs run, the wall time and the result; exits non-zero on a crash
@@ -12,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 runs=${FUZZ_RUNS:-10000000}
+seconds=${FUZZ_SECONDS:-0}
 target_dir=${FUZZ_TARGET_DIR:-$HOME/.cache/db-operator/target-fuzz}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
@@ -27,7 +29,7 @@ mkdir -p "$here/artifacts"
 log=$work/fuzz.log
 start=$(date +%s)
 set +e
-"$bin" -runs="$runs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+"$bin" -runs="$runs" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
   -artifact_prefix="$here/artifacts/" "$work" 2>"$log"
 rc=$?
 set -e
