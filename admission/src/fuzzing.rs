@@ -94,7 +94,7 @@ fn webhook(operation: Operation, body: &[u8]) {
     }
     let reply: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("{} reply is not JSON: {e}", operation.as_str()));
-    let request: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+    let request: Value = request_json(body).unwrap_or_else(|e| {
         panic!(
             "{} answered 200 to a body that is not JSON: {e}",
             operation.as_str()
@@ -142,6 +142,94 @@ fn webhook(operation: Operation, body: &[u8]) {
             }
         }
     }
+}
+
+/// The request as a `Value`, for checking the reply against it.
+///
+/// JSON's grammar allows lone UTF-16 surrogate escapes (`"\ud800"`) and numbers beyond `f64`
+/// (`1e999`), which `serde_json::Value` cannot hold. The server reads only the fields it needs
+/// (a skipped field is never decoded; a decoded one that cannot be read is a 422 denial), so
+/// such a request is answered with a review; here a lone surrogate is read as U+FFFD (as Go's
+/// `encoding/json` does) and an out-of-range number as 0. Anything else that is not JSON stays
+/// an error.
+fn request_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|strict| {
+        let replaced = representable(body);
+        serde_json::from_slice(&replaced).map_err(|_| strict)
+    })
+}
+
+/// Replaces `\uD800`-`\uDFFF` escapes that are not a high+low pair with `\uFFFD` (inside
+/// strings only: a `\\` escape is copied as it is, so `\\ud800` stays text) and numbers
+/// beyond `f64` with `0`.
+fn representable(body: &[u8]) -> Vec<u8> {
+    fn hex4(b: &[u8]) -> Option<u16> {
+        let digits = std::str::from_utf8(b.get(..4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    }
+    let surrogate = |u: u16| (0xD800..=0xDFFF).contains(&u);
+    let mut out = Vec::with_capacity(body.len());
+    let mut in_string = false;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if !in_string {
+            if b == b'-' || b.is_ascii_digit() {
+                let len = body[i..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
+                    .count();
+                let token = &body[i..i + len];
+                let infinite = std::str::from_utf8(token)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(f64::is_infinite);
+                out.extend_from_slice(if infinite { b"0" } else { token });
+                i += len;
+                continue;
+            }
+            in_string = b == b'"';
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = false;
+                out.push(b);
+                i += 1;
+            }
+            b'\\' if body.get(i + 1) == Some(&b'u') => {
+                let Some(unit) = hex4(&body[i + 2..]) else {
+                    out.extend_from_slice(&body[i..i + 2]);
+                    i += 2;
+                    continue;
+                };
+                let low = (body.get(i + 6..i + 8) == Some(b"\\u"))
+                    .then(|| hex4(&body[i + 8..]))
+                    .flatten();
+                if (0xD800..0xDC00).contains(&unit) && low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                    out.extend_from_slice(&body[i..i + 12]);
+                    i += 12;
+                } else if surrogate(unit) {
+                    out.extend_from_slice(b"\\ufffd");
+                    i += 6;
+                } else {
+                    out.extend_from_slice(&body[i..i + 6]);
+                    i += 6;
+                }
+            }
+            b'\\' => {
+                out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                i += 2;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A `/mutate` patch: base64 JSON Patch, `add` operations only, applying cleanly.
