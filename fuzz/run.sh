@@ -3,7 +3,7 @@
 # libfuzzer-sys crate, instrumented with LLVM's SanitizerCoverage on the stable toolchain, the
 # flags cargo-fuzz would pass). Not part of the test run.
 #
-#   fuzz/run.sh                 # 10,000,000 inputs, seeded from fuzz/corpus/server
+#   fuzz/run.sh                 # 10,000,000 inputs, seeded from fuzz/corpus/server and fixtures/
 #   FUZZ_RUNS=1000000 fuzz/run.sh
 #   FUZZ_SECONDS=3000 fuzz/run.sh  # also stop after this wall time (libFuzzer -max_total_time)
 #   FUZZ_TARGET_DIR=...         # cargo target dir (default ~/.cache/db-operator/target-fuzz)
@@ -25,6 +25,16 @@ if [ $# -gt 0 ]; then exec "$bin" "$@"; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$here"/corpus/server/* "$work"/
+# The request fixtures are seeds too, with their target's selector byte (see admission::fuzzing).
+fixtures=$here/../fixtures
+for pair in 0:validate/*.request.json 1:mutate/*.request.json 2:convert/*.request.json \
+  3:manifests/*.yaml 3:manifests/update/*.yaml; do
+  sel=${pair%%:*}
+  for f in $fixtures/${pair#*:}; do
+    [ -f "$f" ] || continue
+    { printf "\\$(printf %o "$sel")"; cat "$f"; } >"$work/fixture-$sel-$(basename "$f")"
+  done
+done
 mkdir -p "$here/artifacts"
 log=$work/fuzz.log
 start=$(date +%s)
@@ -36,5 +46,10 @@ set -e
 end=$(date +%s)
 tail -n 25 "$log"
 done_runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-echo "fuzz: ${done_runs:-?} inputs in $((end - start)) s, exit code $rc ($([ $rc -eq 0 ] && echo 'no crash, no failed reply check' || echo 'CRASH: see fuzz/artifacts'))"
+case $rc in
+  0) verdict='no crash, no failed reply check' ;;
+  72) verdict='interrupted, no crash so far' ;;
+  *) verdict='CRASH: see fuzz/artifacts' ;;
+esac
+echo "fuzz: ${done_runs:-?} inputs in $((end - start)) s, exit code $rc ($verdict)"
 exit $rc
