@@ -178,6 +178,36 @@ async fn quick_review(server: &TestServer, http2: bool, len: usize) -> (Answer, 
     (answer, started.elapsed())
 }
 
+/// A review whose body is still being sent when the answer comes (declared 1 MiB, 16 bytes sent).
+async fn uploading_review(server: &TestServer, http2: bool) -> (Answer, Duration) {
+    let (mut tx, body) = channel_body();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"{\"apiVersion\": \""))))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let response = if http2 {
+        let mut h2 = server.h2().await;
+        let mut req = request_h2("POST", "/validate", Some("application/json"), body);
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, (1024 * 1024).into());
+        h2.ready().await.unwrap();
+        h2.send_request(req).await
+    } else {
+        let mut h1 = server.h1().await;
+        let mut req = request("POST", "/validate", Some("application/json"), body);
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, (1024 * 1024).into());
+        h1.ready().await.unwrap();
+        h1.send_request(req).await
+    };
+    let response = response.unwrap_or_else(|e| {
+        panic!("http2={http2}: no answer while the body was still uploading: {e:?}")
+    });
+    let answer = collect(response).await;
+    drop(tx);
+    (answer, started.elapsed())
+}
+
 fn assert_overloaded(answer: &Answer, elapsed: Duration, what: &str, fragment: &str) {
     assert_eq!(
         answer.status,
@@ -372,6 +402,17 @@ async fn reviews_beyond_max_in_flight_get_429_while_healthz_answers() {
             &answer,
             elapsed,
             &format!("third review, http2={http2}"),
+            "too many reviews in flight",
+        );
+    }
+    // A client still uploading its body (as the API server does with a large object) gets the
+    // 429 too: on HTTP/2 the stream ends with the answer, not with a reset (CANCEL) before it.
+    for http2 in [false, true] {
+        let (answer, elapsed) = uploading_review(&server, http2).await;
+        assert_overloaded(
+            &answer,
+            elapsed,
+            &format!("third review still uploading, http2={http2}"),
             "too many reviews in flight",
         );
     }
