@@ -208,7 +208,9 @@ fn representable(body: &[u8]) -> Vec<u8> {
                 let low = (body.get(i + 6..i + 8) == Some(b"\\u"))
                     .then(|| hex4(&body[i + 8..]))
                     .flatten();
-                if (0xD800..0xDC00).contains(&unit) && low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                if (0xD800..0xDC00).contains(&unit)
+                    && low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l))
+                {
                     out.extend_from_slice(&body[i..i + 12]);
                     i += 12;
                 } else if surrogate(unit) {

@@ -314,7 +314,9 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     for (name, driver) in [("HTTP/1.1", h1_driver), ("HTTP/2", h2_driver)] {
         tokio::time::timeout(idle + SLACK, driver)
             .await
-            .unwrap_or_else(|_| panic!("idle {name} connection still open after {:?}", idle + SLACK))
+            .unwrap_or_else(|_| {
+                panic!("idle {name} connection still open after {:?}", idle + SLACK)
+            })
             .unwrap();
         let after = last_request.elapsed();
         assert!(
@@ -473,4 +475,3 @@ async fn reviews_beyond_max_in_flight_bytes_get_429_while_small_ones_pass() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     server.stop().await;
 }
-
