@@ -4,7 +4,7 @@
 # Load (issue 10): LOAD_WORKERS (32) parallel clients, each posting, again and again for
 # LOAD_SECONDS (20), a 3,144,704-byte (3 MiB - 1 KiB) AdmissionReview whose object carries a million empty
 # arrays in an unknown spec field (half to /mutate, which must keep unknown fields and so builds
-# a JSON tree of the object, half to /validate). Throughout, every 100 ms: the process's RSS
+# a JSON tree of the object, half to /validate). Throughout, 100 ms after each probe: the RSS
 # (/proc/PID/status VmRSS, and VmHWM = peak) and one /healthz on a new TLS connection, timed
 # (as the kubelet probes). The same sampling runs first for IDLE_SECONDS (3) without load: the
 # baseline of the same run.
@@ -147,7 +147,8 @@ for phase in ("idle", "load"):
           f"/healthz p50 {pct(lat, 50)*1000:.1f} ms, p99 {pct(lat, 99)*1000:.1f} ms, "
           f"max {max(lat)*1000:.1f} ms; not 200: {len(bad)}")
 load = [s for s in samples if s[0] == "load"]
-peak = max(int(r[2]) for r in load) / MiB
+# VmHWM is synced lazily; a VmRSS sample can be above the VmHWM read just after it.
+peak = max(max(int(r[1]), int(r[2])) for r in load) / MiB
 hmax = max(float(r[3]) for r in load)
 print(f"peak RSS under load: {peak:.1f} MiB (target <= 160 MiB: {'met' if peak <= 160 else 'MISSED'})")
 print(f"/healthz max under load: {hmax*1000:.1f} ms (target < 500 ms: {'met' if hmax < 0.5 else 'MISSED'})")
