@@ -277,3 +277,50 @@ fn check_yaml(text: &[u8]) {
         let _ = crate::check::check_files(path, None, &app().catalog, false);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_json_reads_what_serde_cannot_hold_as_go_does_and_nothing_else() {
+        let cases: &[(&str, &[u8], Option<Value>)] = &[
+            (
+                "plain_json",
+                br#"{"a":"x"}"#,
+                Some(serde_json::json!({"a": "x"})),
+            ),
+            (
+                "lone_high_surrogate",
+                br#"{"a":"x\ud800y"}"#,
+                Some(serde_json::json!({"a": "x\u{fffd}y"})),
+            ),
+            (
+                "lone_low_surrogate",
+                br#"{"a":"\udc00"}"#,
+                Some(serde_json::json!({"a": "\u{fffd}"})),
+            ),
+            (
+                "surrogate_pair_kept",
+                br#"{"a":"\ud83d\ude00","b":"\ud800"}"#,
+                Some(serde_json::json!({"a": "\u{1f600}", "b": "\u{fffd}"})),
+            ),
+            (
+                "escaped_backslash_is_text",
+                br#"{"a":"\\ud800","b":1e999}"#,
+                Some(serde_json::json!({"a": "\\ud800", "b": 0})),
+            ),
+            (
+                "number_beyond_f64",
+                br#"{"a":[-11e999,2e3]}"#,
+                Some(serde_json::json!({"a": [0, 2000.0]})),
+            ),
+            ("not_json_stays_an_error", br#"{"a":"\ud800"#, None),
+            ("invalid_escape_stays_an_error", br#"{"a":"\q"}"#, None),
+        ];
+        for (name, body, want) in cases {
+            let got = request_json(body).ok();
+            assert_eq!(&got, want, "{name}");
+        }
+    }
+}
