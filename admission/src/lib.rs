@@ -21,6 +21,7 @@ pub mod cli;
 pub mod conversion;
 pub mod devcert;
 pub mod error;
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod namespaces;

@@ -11,7 +11,7 @@
 //! | webhook body without `application/json`     | 415    |
 //! | body over [`Limits::max_body_bytes`]        | 413 (checked on `Content-Length` and while reading) |
 //! | body not received within the body timeout   | 408    |
-//! | not an AdmissionReview / ConversionReview   | 400 + message |
+//! | not an AdmissionReview / ConversionReview (or not UTF-8) | 400 + message |
 //! | whole request over the request timeout      | 503    |
 //! | more reviews (or review bytes) in flight than allowed | 429 + `Retry-After` |
 //!
@@ -454,6 +454,15 @@ pub fn answer(
     body: &[u8],
     start: Instant,
 ) -> (Response<ResponseBody>, Decision) {
+    // JSON text is UTF-8 (RFC 8259 §8.1). Checked once up front: the decoders skip the fields
+    // they do not need without looking inside their strings.
+    if let Err(e) = std::str::from_utf8(body) {
+        let message = format!(
+            "request body is not valid JSON: not UTF-8 at byte {}",
+            e.valid_up_to()
+        );
+        return (text(StatusCode::BAD_REQUEST, message), Decision::Error);
+    }
     match operation {
         Operation::Validate => admission(app, Webhook::Validate, body, start),
         Operation::Mutate => admission(app, Webhook::Mutate, body, start),

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
@@ -58,6 +58,9 @@ struct Activity {
     idle_since_ms: AtomicU64,
     /// Whether a request has ever arrived.
     served: AtomicBool,
+    /// Woken whenever a request ends, so the idle clock is re-read at once (a sleep computed
+    /// before the first request, from `first_request_timeout`, must not outlast `idle_timeout`).
+    changed: Notify,
 }
 
 impl Activity {
@@ -67,6 +70,7 @@ impl Activity {
             busy: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             served: AtomicBool::new(false),
+            changed: Notify::new(),
         })
     }
 
@@ -77,24 +81,32 @@ impl Activity {
     }
 
     /// Resolves once the connection has had no request in flight for `idle` (or for `first`
-    /// before any request arrived).
+    /// since the accept, before any request arrived).
     async fn idle_for(&self, first: Duration, idle: Duration) {
         loop {
-            let limit = if self.served.load(Ordering::Relaxed) {
-                idle
-            } else {
-                first
-            };
-            let deadline = if self.busy.load(Ordering::Acquire) > 0 {
-                Instant::now() + limit
-            } else {
+            // Registered before the state is read, so a request ending in between is not missed.
+            let ended = self.changed.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            if self.busy.load(Ordering::Acquire) > 0 {
+                // Requests keep a connection open however long they take.
+                ended.await;
+                continue;
+            }
+            let (since, limit) = if self.served.load(Ordering::Relaxed) {
                 let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-                self.epoch + since + limit
+                (since, idle)
+            } else {
+                (Duration::ZERO, first)
             };
-            if deadline <= Instant::now() && self.busy.load(Ordering::Acquire) == 0 {
+            let deadline = self.epoch + since + limit;
+            if deadline <= Instant::now() {
                 return;
             }
-            tokio::time::sleep_until(deadline.into()).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline.into()) => {}
+                () = ended => {}
+            }
         }
     }
 }
@@ -107,6 +119,7 @@ impl Drop for RequestGuard {
         let now = self.0.epoch.elapsed().as_millis() as u64;
         self.0.idle_since_ms.store(now, Ordering::Release);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
     }
 }
 

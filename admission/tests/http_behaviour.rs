@@ -134,6 +134,7 @@ async fn bad_requests_get_precise_statuses() {
         ("object_not_an_object_is_400", post_json("/validate", serde_json::to_vec(&json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":"db"}})).unwrap()), StatusCode::BAD_REQUEST, "request.object must be a JSON object"),
         ("conversion_review_on_validate_is_400", post_json("/validate", r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{"uid":"u","desiredAPIVersion":"example.com/v1","objects":[]}}"#), StatusCode::BAD_REQUEST, "AdmissionReview"),
         ("admission_review_on_convert_is_400", post_json("/convert", review.clone()), StatusCode::BAD_REQUEST, "ConversionReview"),
+        ("invalid_utf8_in_a_skipped_field_is_400", post_json("/convert", [&br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","note":""#[..], &[0xe1], br#"","request":{"uid":"u","desiredAPIVersion":"example.com/v1","objects":[]}}"#].concat()), StatusCode::BAD_REQUEST, "not UTF-8 at byte 74"),
         ("conversion_without_request_is_400", post_json("/convert", r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview"}"#), StatusCode::BAD_REQUEST, "no request"),
     ];
     for (name, req, status, fragment) in cases {

@@ -27,6 +27,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: Option<ServerHandle>,
     pub ca_pem: String,
+    /// The in-process server's state (None for an external server).
+    pub app: Option<Arc<Admission>>,
 }
 
 impl TestServer {
@@ -54,11 +56,12 @@ impl TestServer {
             namespaces,
             limits,
         ));
-        let handle = ServerHandle::spawn(listener, tls_config, app).expect("spawn");
+        let handle = ServerHandle::spawn(listener, tls_config, app.clone()).expect("spawn");
         TestServer {
             addr: handle.local_addr,
             handle: Some(handle),
             ca_pem: dev.ca_pem,
+            app: Some(app),
         }
     }
 
@@ -68,6 +71,7 @@ impl TestServer {
             addr,
             handle: None,
             ca_pem,
+            app: None,
         }
     }
 
