@@ -13,34 +13,15 @@ use admission::namespaces::NamespaceCache;
 use admission::Limits;
 use bytes::Bytes;
 use common::*;
-use futures::channel::mpsc;
 use futures::SinkExt;
 use http::StatusCode;
-use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
 /// Slack on top of a configured bound for scheduling on a loaded machine.
 const SLACK: Duration = Duration::from_secs(3);
-
-fn delete_review(uid: &str) -> Vec<u8> {
-    let object = json!({
-        "apiVersion": "example.com/v1", "kind": "Database",
-        "metadata": {"name": "orders", "namespace": "shop"},
-        "spec": {"engine": "postgres"}
-    });
-    serde_json::to_vec(&admission::review::request_for(
-        uid,
-        "DELETE",
-        "shop",
-        None,
-        Some(&object),
-    ))
-    .unwrap()
-}
 
 /// A valid review padded with trailing whitespace to `len` bytes.
 fn padded_review(uid: &str, len: usize) -> Vec<u8> {
@@ -48,13 +29,6 @@ fn padded_review(uid: &str, len: usize) -> Vec<u8> {
     assert!(body.len() < len);
     body.resize(len, b' ');
     body
-}
-
-type FrameSender = mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
-
-fn channel_body() -> (FrameSender, ClientBody) {
-    let (tx, rx) = mpsc::channel(4);
-    (tx, StreamBody::new(rx).boxed())
 }
 
 /// Reads until the server closes the connection (EOF or an error); `Err` if it is still open

@@ -11,35 +11,9 @@ use bytes::Bytes;
 use common::*;
 use futures::SinkExt;
 use http::{StatusCode, Version};
-use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn delete_review(uid: &str) -> Vec<u8> {
-    let object = json!({
-        "apiVersion": "example.com/v1", "kind": "Database",
-        "metadata": {"name": "orders", "namespace": "shop"},
-        "spec": {"engine": "postgres"}
-    });
-    serde_json::to_vec(&admission::review::request_for(
-        uid,
-        "DELETE",
-        "shop",
-        None,
-        Some(&object),
-    ))
-    .unwrap()
-}
-
-/// A request body fed by the test through a channel.
-fn channel_body() -> (
-    futures::channel::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
-    ClientBody,
-) {
-    let (tx, rx) = futures::channel::mpsc::channel(4);
-    (tx, StreamBody::new(rx).boxed())
-}
 
 #[tokio::test]
 async fn http2_is_negotiated_with_alpn_and_serves_reviews() {

@@ -236,3 +236,30 @@ pub async fn send_h2(
     sender.ready().await.expect("connection ready");
     collect(sender.send_request(req).await.expect("response")).await
 }
+
+/// A DELETE review of Database shop/orders (allowed by both webhooks, no patch).
+pub fn delete_review(uid: &str) -> Vec<u8> {
+    let object = serde_json::json!({
+        "apiVersion": "example.com/v1", "kind": "Database",
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {"engine": "postgres"}
+    });
+    serde_json::to_vec(&admission::review::request_for(
+        uid,
+        "DELETE",
+        "shop",
+        None,
+        Some(&object),
+    ))
+    .unwrap()
+}
+
+/// The sending side of [`channel_body`].
+pub type FrameSender =
+    futures::channel::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::io::Error>>;
+
+/// A request body fed by the test through a channel (slow or endless uploads).
+pub fn channel_body() -> (FrameSender, ClientBody) {
+    let (tx, rx) = futures::channel::mpsc::channel(4);
+    (tx, http_body_util::StreamBody::new(rx).boxed())
+}
