@@ -166,12 +166,7 @@ impl ReloadingResolver {
     /// Builds a resolver from in-memory PEM (chain and key); it has no files to reload, but
     /// [`replace_pem`](Self::replace_pem) swaps it.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Self>, CertError> {
-        let served = validate_pair(
-            cert_pem.to_vec(),
-            key_pem.to_vec(),
-            "in-memory certificate",
-            jiff::Timestamp::now(),
-        )?;
+        let served = validate_in_memory(cert_pem, key_pem)?;
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(served),
             files: None,
@@ -189,12 +184,7 @@ impl ReloadingResolver {
         if current.cert_pem == cert_pem && current.key_pem == key_pem {
             return Ok(false);
         }
-        let served = validate_pair(
-            cert_pem.to_vec(),
-            key_pem.to_vec(),
-            "in-memory certificate",
-            jiff::Timestamp::now(),
-        )?;
+        let served = validate_in_memory(cert_pem, key_pem)?;
         self.swap_in(served);
         Ok(true)
     }
@@ -454,6 +444,16 @@ pub fn certified_key_from_pem(
             message: other.to_string(),
         }),
     }
+}
+
+/// [`validate_pair`] for PEM handed over in memory (`from_pem`, `replace_pem`).
+fn validate_in_memory(cert_pem: &[u8], key_pem: &[u8]) -> Result<Served, CertError> {
+    validate_pair(
+        cert_pem.to_vec(),
+        key_pem.to_vec(),
+        "in-memory certificate",
+        jiff::Timestamp::now(),
+    )
 }
 
 /// A valid pair whose leaf is inside its validity period at `now`.

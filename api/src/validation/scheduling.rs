@@ -198,42 +198,13 @@ fn toleration(path: &str, t: &Toleration, errors: &mut Vec<FieldError>) {
 
 fn node_selector_term(path: &str, term: &NodeSelectorTerm, errors: &mut Vec<FieldError>) {
     for (i, r) in term.match_expressions.iter().flatten().enumerate() {
-        let p = format!("{path}.matchExpressions[{i}]");
-        if let Err(m) = qualified_name(&r.key) {
-            errors.push(FieldError::new(format!("{p}.key"), &r.key, m));
-        }
-        let values = r.values.as_deref().unwrap_or_default();
-        match r.operator.as_str() {
-            "In" | "NotIn" if values.is_empty() => errors.push(FieldError::new(
-                format!("{p}.values"),
-                "",
-                format!("operator {} needs at least one value", r.operator),
-            )),
-            "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::new(
-                format!("{p}.values"),
-                values.join(","),
-                format!("must be empty for operator {}", r.operator),
-            )),
-            "Gt" | "Lt" if values.len() != 1 || values[0].parse::<i64>().is_err() => {
-                errors.push(FieldError::new(
-                    format!("{p}.values"),
-                    values.join(","),
-                    format!("operator {} needs exactly one integer value", r.operator),
-                ))
-            }
-            op => one_of(
-                format!("{p}.operator"),
-                op,
-                &NODE_SELECTOR_OPERATORS,
-                "node selector operator",
-                errors,
-            ),
-        }
-        for (j, v) in values.iter().enumerate() {
-            if let Err(m) = label_value(v) {
-                errors.push(FieldError::new(format!("{p}.values[{j}]"), v, m));
-            }
-        }
+        requirement(
+            &format!("{path}.matchExpressions[{i}]"),
+            (&r.key, &r.operator, r.values.as_deref().unwrap_or_default()),
+            &NODE_SELECTOR_OPERATORS,
+            "node selector operator",
+            errors,
+        );
     }
     for (i, r) in term.match_fields.iter().flatten().enumerate() {
         let p = format!("{path}.matchFields[{i}]");
@@ -260,34 +231,54 @@ fn label_selector(path: &str, s: &LabelSelector, errors: &mut Vec<FieldError>) {
         labels(&format!("{path}.matchLabels"), m, errors);
     }
     for (i, r) in s.match_expressions.iter().flatten().enumerate() {
-        let p = format!("{path}.matchExpressions[{i}]");
-        if let Err(m) = qualified_name(&r.key) {
-            errors.push(FieldError::new(format!("{p}.key"), &r.key, m));
-        }
-        let values = r.values.as_deref().unwrap_or_default();
-        match r.operator.as_str() {
-            "In" | "NotIn" if values.is_empty() => errors.push(FieldError::new(
-                format!("{p}.values"),
-                "",
-                format!("operator {} needs at least one value", r.operator),
-            )),
-            "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::new(
+        requirement(
+            &format!("{path}.matchExpressions[{i}]"),
+            (&r.key, &r.operator, r.values.as_deref().unwrap_or_default()),
+            &LABEL_SELECTOR_OPERATORS,
+            "label selector operator",
+            errors,
+        );
+    }
+}
+
+/// One `key operator values` requirement of a node selector term or a label selector at `p`;
+/// `operators` are the ones that kind of selector takes (`Gt`/`Lt` only in node selectors).
+fn requirement(
+    p: &str,
+    (key, operator, values): (&str, &str, &[String]),
+    operators: &[&str],
+    what: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if let Err(m) = qualified_name(key) {
+        errors.push(FieldError::new(format!("{p}.key"), key, m));
+    }
+    match operator {
+        "In" | "NotIn" if values.is_empty() => errors.push(FieldError::new(
+            format!("{p}.values"),
+            "",
+            format!("operator {operator} needs at least one value"),
+        )),
+        "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::new(
+            format!("{p}.values"),
+            values.join(","),
+            format!("must be empty for operator {operator}"),
+        )),
+        "Gt" | "Lt"
+            if operators.contains(&operator)
+                && (values.len() != 1 || values[0].parse::<i64>().is_err()) =>
+        {
+            errors.push(FieldError::new(
                 format!("{p}.values"),
                 values.join(","),
-                format!("must be empty for operator {}", r.operator),
-            )),
-            op => one_of(
-                format!("{p}.operator"),
-                op,
-                &LABEL_SELECTOR_OPERATORS,
-                "label selector operator",
-                errors,
-            ),
+                format!("operator {operator} needs exactly one integer value"),
+            ))
         }
-        for (j, v) in values.iter().enumerate() {
-            if let Err(m) = label_value(v) {
-                errors.push(FieldError::new(format!("{p}.values[{j}]"), v, m));
-            }
+        op => one_of(format!("{p}.operator"), op, operators, what, errors),
+    }
+    for (j, v) in values.iter().enumerate() {
+        if let Err(m) = label_value(v) {
+            errors.push(FieldError::new(format!("{p}.values[{j}]"), v, m));
         }
     }
 }
