@@ -615,9 +615,6 @@ async fn wait_webhook_calls(served: &std::sync::Mutex<Vec<String>>, since: usize
 /// the injected caBundle, while a leaf rotation and then a full CA rotation are forced.
 #[tokio::test]
 async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
-    use k8s_openapi::api::core::v1::ConfigMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let fx = Fixture::with_webhook("certs-e2e", Some(port)).await;
@@ -631,34 +628,7 @@ async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
         Arc::clone(&served),
     ));
 
-    // Load: two clients creating and updating labelled ConfigMaps as fast as they can.
-    let running = Arc::new(AtomicBool::new(true));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
-    for worker in 0..2 {
-        let cms: Api<ConfigMap> = fx.ns.api();
-        let (running, ok, failed) = (Arc::clone(&running), Arc::clone(&ok), Arc::clone(&failed));
-        workers.push(tokio::spawn(async move {
-            let mut i = 0u32;
-            while running.load(Ordering::Relaxed) {
-                let name = format!("load-{worker}-{}", i % 20);
-                let cm: ConfigMap = serde_json::from_value(json!({
-                    "metadata": {"name": name, "labels": {"certs-e2e": "1"}},
-                    "data": {"i": i.to_string()},
-                }))
-                .unwrap();
-                let pp = PatchParams::apply("certs-e2e-load");
-                match cms.patch(&name, &pp, &Patch::Apply(&cm)).await {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => failed.lock().unwrap().push(e.to_string()),
-                }
-                i += 1;
-            }
-        }));
-    }
+    let load = Load::start(&fx);
     // Load is flowing through the webhook before we rotate.
     wait_webhook_calls(&served, 0, "webhook calls under load").await;
 
@@ -682,17 +652,12 @@ async fn rotations_under_load_through_the_api_server_fail_zero_requests() {
     // Keep the load on the final state for a moment (new CA only in the bundle).
     let calls_before = served.lock().unwrap().len();
     wait_webhook_calls(&served, calls_before, "webhook calls after the CA rotation").await;
-    running.store(false, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-
-    let failed = failed.lock().unwrap().clone();
+    let (ok, failed) = load.stop().await;
     let leaves: std::collections::BTreeSet<String> =
         served.lock().unwrap().iter().cloned().collect();
     eprintln!(
         "e2e: {} requests ok, {} failed, {} webhook handshakes, {} distinct leaves served, phases {phases:?}",
-        ok.load(Ordering::Relaxed),
+        ok,
         failed.len(),
         served.lock().unwrap().len(),
         leaves.len()
