@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Node, Pod, PodSpec, Probe, SecretVolumeSource, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Toleration, Volume, VolumeMount,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
@@ -488,14 +488,8 @@ async fn only_pods_that_tolerate_the_kwok_taint_land_on_kwok_nodes() {
     let mut fake = probe_pod("fake", "fake", &["sleep"]);
     if let Some(spec) = fake.spec.as_mut() {
         spec.containers[0].image = Some("localhost/db-operator/does-not-exist:1".into());
-        spec.node_selector = Some(BTreeMap::from([("type".to_owned(), "kwok".to_owned())]));
-        spec.tolerations = Some(vec![Toleration {
-            key: Some(KWOK_TAINT_KEY.into()),
-            operator: Some("Equal".into()),
-            value: Some(KWOK_TAINT_VALUE.into()),
-            effect: Some("NoSchedule".into()),
-            ..Toleration::default()
-        }]);
+        spec.node_selector = Some(testkit::kwok_node_selector());
+        spec.tolerations = Some(testkit::kwok_tolerations());
     }
     let fake = run_pod(&ns, fake).await;
     assert!(
@@ -507,7 +501,7 @@ async fn only_pods_that_tolerate_the_kwok_taint_land_on_kwok_nodes() {
     // Selecting kwok nodes without the toleration: never scheduled.
     let mut refused = probe_pod("refused", "refused", &["sleep"]);
     if let Some(spec) = refused.spec.as_mut() {
-        spec.node_selector = Some(BTreeMap::from([("type".to_owned(), "kwok".to_owned())]));
+        spec.node_selector = Some(testkit::kwok_node_selector());
     }
     pods.create(&PostParams::default(), &refused).await.unwrap();
     let unschedulable = await_condition(
