@@ -2054,33 +2054,10 @@ fn real_postgres() -> DatabaseSpec {
 /// psql of the local PostgreSQL 17 image (Debian's versioned path: no pg_wrapper needed).
 const PSQL: &str = "/usr/lib/postgresql/17/bin/psql";
 
-/// Runs kubectl against the test cluster (blocking; call from `spawn_blocking`).
-fn kubectl(args: &[String]) -> Result<String, String> {
-    let mut cmd = std::process::Command::new("kubectl");
-    if let Ok(kubeconfig) = std::env::var("DBOP_KUBECONFIG") {
-        cmd.arg(format!("--kubeconfig={kubeconfig}"));
-    }
-    let out = cmd
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run kubectl (deploy/local/test-env puts it on PATH): {e}"))?;
-    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(format!(
-            "kubectl {}: {} {}",
-            args.join(" "),
-            text(&out.stdout),
-            text(&out.stderr)
-        ))
-    }
-}
-
-async fn kubectl_async(args: Vec<String>) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || kubectl(&args))
-        .await
-        .map_err(|e| format!("kubectl task: {e}"))?
+/// Runs kubectl against the test cluster; its output trimmed.
+async fn kubectl(args: &[&str]) -> Result<String, String> {
+    let out = cluster().await.unwrap().kubectl(args).await?;
+    Ok(out.trim().to_owned())
 }
 
 /// The `username`, `password` and `database` keys of `<name>-credentials`.
@@ -2124,7 +2101,7 @@ async fn psql_in_pod(ns: &TestNamespace, name: &str, sql: &str) -> Result<String
         "-tAc",
         sql,
     ];
-    kubectl_async(args.iter().map(|a| a.to_string()).collect()).await
+    kubectl(&args).await
 }
 
 /// Asserts that pod `<name>-0` runs on a real node (not one of kwok's) and returns the node.
@@ -2189,14 +2166,6 @@ async fn postgres_on_the_real_node_answers_psql_serves_its_service_and_applies_c
     .unwrap();
     let jobs: Api<Job> = ns.api();
     jobs.create(&PostParams::default(), &job).await.unwrap();
-    let logs_of_job = || {
-        kubectl_async(vec![
-            "logs".into(),
-            "-n".into(),
-            ns.name().into(),
-            "job/client".into(),
-        ])
-    };
     let outcome = wait_for(WAIT, "Job client to finish", || async {
         let j = jobs.get("client").await?;
         let s = j.status.unwrap_or_default();
@@ -2208,7 +2177,9 @@ async fn postgres_on_the_real_node_answers_psql_serves_its_service_and_applies_c
     })
     .await
     .unwrap();
-    let logs = logs_of_job().await.unwrap_or_else(|e| e);
+    let logs = kubectl(&["logs", "-n", ns.name(), "job/client"])
+        .await
+        .unwrap_or_else(|e| e);
     assert!(outcome, "the Job failed: {logs}");
     assert_eq!(logs, format!("through {database}"));
 

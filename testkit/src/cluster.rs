@@ -172,6 +172,33 @@ impl Cluster {
         &self.kubeconfig
     }
 
+    /// Runs kubectl (`$DBOP_BIN_DIR/kubectl`, else `kubectl` on PATH) with the admin kubeconfig:
+    /// `Ok(stdout)` on success, `Err` naming the command with its stdout and stderr otherwise.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let bin = std::env::var_os("DBOP_BIN_DIR")
+            .map(|d| PathBuf::from(d).join("kubectl"))
+            .unwrap_or_else(|| PathBuf::from("kubectl"));
+        let out = tokio::process::Command::new(&bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "kubectl {} ({}): stdout {stdout:?} stderr {:?}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
     /// The kube client configuration (admin credentials), e.g. to derive other identities.
     pub fn config(&self) -> &Config {
         &self.config

@@ -59,38 +59,16 @@ fn probe_image() -> String {
     image
 }
 
-fn kubectl_path() -> PathBuf {
-    std::env::var_os("DBOP_BIN_DIR")
-        .map(|d| PathBuf::from(d).join("kubectl"))
-        .unwrap_or_else(|| PathBuf::from("kubectl"))
-}
-
-/// Runs kubectl with the admin kubeconfig; returns (success, stdout, stderr).
-async fn kubectl(args: &[&str]) -> (bool, String, String) {
-    let kubeconfig = cluster().await.unwrap().kubeconfig_path().to_owned();
-    let out = tokio::process::Command::new(kubectl_path())
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", kubectl_path().display()));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// Runs kubectl with the admin kubeconfig.
+async fn kubectl(args: &[&str]) -> Result<String, String> {
+    cluster().await.unwrap().kubectl(args).await
 }
 
 /// `kubectl exec <pod> -- /probe <args>` in `ns`; Ok(stdout) or Err(stderr).
 async fn exec(ns: &TestNamespace, pod: &str, args: &[&str]) -> Result<String, String> {
     let mut all = vec!["exec", "-n", ns.name(), pod, "--", "/probe"];
     all.extend_from_slice(args);
-    match kubectl(&all).await {
-        (true, out, _) => Ok(out),
-        (false, out, err) => Err(format!("kubectl exec failed: {err}{out}")),
-    }
+    kubectl(&all).await
 }
 
 fn labels(app: &str) -> BTreeMap<String, String> {
@@ -272,10 +250,9 @@ async fn pod_runs_on_the_real_node_and_kubectl_logs_and_exec_reach_it() {
         "kubectl logs of pod server",
         || async {
             match kubectl(&["logs", "-n", ns.name(), "server"]).await {
-                (true, out, _) if out.contains("serving on :8080 as server") => Ok(out),
-                (ok, out, err) => Err(NotYet::new(format!(
-                    "ok={ok} stdout={out:?} stderr={err:?}"
-                ))),
+                Ok(out) if out.contains("serving on :8080 as server") => Ok(out),
+                Ok(out) => Err(NotYet::new(format!("stdout={out:?}"))),
+                Err(e) => Err(NotYet::new(e)),
             }
         },
     )
