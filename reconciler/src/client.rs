@@ -1,6 +1,7 @@
 //! The Kubernetes client this controller uses: the default kube stack plus a client-side
-//! request rate limit (token window, requests per second) and a log of every non-GET request
-//! (mutations), which feeds a metric and lets tests prove an idle reconcile writes nothing.
+//! request rate limit (token window, requests per second) and a log of every request by verb
+//! (`get`, `list`, `watch`, `create`, `patch`, ...), which feeds the `api_requests` metric and
+//! lets tests prove an idle reconcile makes no request at all.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -14,35 +15,97 @@ use tower::{Layer, Service};
 
 use crate::metrics::{Metrics, VerbLabels};
 
-/// Shared record of mutating requests (`"PATCH /apis/apps/v1/namespaces/x/statefulsets/y"`).
+/// The Kubernetes verb of a request: `watch` and `list` for collections, `get` for one
+/// object, and `create`, `update`, `patch`, `delete` for writes.
+pub fn verb(method: &Method, path: &str, query: Option<&str>) -> &'static str {
+    match *method {
+        Method::POST => return "create",
+        Method::PUT => return "update",
+        Method::PATCH => return "patch",
+        Method::DELETE => return "delete",
+        Method::GET | Method::HEAD => {}
+        _ => return "other",
+    }
+    if query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")) {
+        return "watch";
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // `/api/v1/...` or `/apis/<group>/<version>/...`
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..),
+        Some(&"apis") => segments.get(3..),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let rest = match rest {
+        ["namespaces", _ns, more @ ..] if !more.is_empty() => more,
+        other => other,
+    };
+    if rest.len() == 1 {
+        "list"
+    } else {
+        "get"
+    }
+}
+
+/// Shared record of the requests made: every request with its verb, and the mutating ones
+/// (`"PATCH /apis/apps/v1/namespaces/x/statefulsets/y"`) on their own.
 #[derive(Clone, Debug, Default)]
 pub struct WriteLog {
     entries: Arc<Mutex<Vec<(SystemTime, String)>>>,
+    requests: Arc<Mutex<Vec<String>>>,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// Keeps a test/debug log bounded: it is not an audit trail.
+fn push_bounded<T>(log: &Mutex<Vec<T>>, item: T) {
+    let mut entries = log.lock().unwrap_or_else(|p| p.into_inner());
+    if entries.len() >= 10_000 {
+        entries.drain(..5_000);
+    }
+    entries.push(item);
 }
 
 impl WriteLog {
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
         WriteLog {
             entries: Arc::default(),
+            requests: Arc::default(),
             metrics,
         }
     }
 
-    fn record(&self, method: &Method, path: &str) {
+    fn record(&self, method: &Method, path: &str, query: Option<&str>) {
+        let verb = verb(method, path, query);
         if let Some(m) = &self.metrics {
-            m.api_writes
+            m.api_requests
                 .get_or_create(&VerbLabels {
-                    verb: method.as_str().to_owned(),
+                    verb: verb.to_owned(),
                 })
                 .inc();
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: the log exists for tests and debugging, not as an audit trail.
-        if entries.len() >= 10_000 {
-            entries.drain(..5_000);
+        push_bounded(&self.requests, format!("{verb} {path}"));
+        if !matches!(verb, "get" | "list" | "watch") {
+            if let Some(m) = &self.metrics {
+                m.api_writes
+                    .get_or_create(&VerbLabels {
+                        verb: method.as_str().to_owned(),
+                    })
+                    .inc();
+            }
+            push_bounded(
+                &self.entries,
+                (SystemTime::now(), format!("{method} {path}")),
+            );
         }
-        entries.push((SystemTime::now(), format!("{method} {path}")));
+    }
+
+    /// Every request recorded so far, reads included (`"list /api/v1/pods"`).
+    pub fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// All recorded writes so far.
@@ -109,10 +172,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let m = req.method();
-        if m != Method::GET && m != Method::HEAD && m != Method::OPTIONS {
-            self.log.record(m, req.uri().path());
-        }
+        self.log
+            .record(req.method(), req.uri().path(), req.uri().query());
         self.inner.call(req)
     }
 }
@@ -177,6 +238,100 @@ mod tests {
                 "DELETE /api/v1/namespaces/a/services/db",
                 "PUT /apis/coordination.k8s.io/v1/namespaces/a/leases/l",
             ]
+        );
+    }
+
+    #[test]
+    fn verbs_are_told_from_method_path_and_query() {
+        let rows = [
+            (Method::GET, "/api/v1/namespaces/a/pods", None, "list"),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods",
+                Some("watch=true&resourceVersion=5"),
+                "watch",
+            ),
+            (Method::GET, "/api/v1/namespaces/a/pods/p", None, "get"),
+            (
+                Method::GET,
+                "/apis/apps/v1/namespaces/a/statefulsets",
+                None,
+                "list",
+            ),
+            (
+                Method::GET,
+                "/apis/apps/v1/namespaces/a/statefulsets/s",
+                None,
+                "get",
+            ),
+            (
+                Method::GET,
+                "/apis/apps/v1/statefulsets",
+                Some("labelSelector=x"),
+                "list",
+            ),
+            (
+                Method::GET,
+                "/apis/storage.k8s.io/v1/storageclasses/standard",
+                None,
+                "get",
+            ),
+            (Method::GET, "/api/v1/namespaces/a", None, "get"),
+            (Method::GET, "/api/v1/namespaces", None, "list"),
+            (
+                Method::GET,
+                "/apis/example.com/v1/namespaces/a/databases/d/status",
+                None,
+                "get",
+            ),
+            (Method::POST, "/api/v1/namespaces/a/secrets", None, "create"),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/a/services/s",
+                None,
+                "patch",
+            ),
+            (
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/l",
+                None,
+                "update",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/a/services/s",
+                None,
+                "delete",
+            ),
+        ];
+        for (m, path, query, want) in rows {
+            assert_eq!(verb(&m, path, query), want, "{m} {path} {query:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_are_logged_as_requests_but_not_as_writes() {
+        let log = WriteLog::new(Some(Arc::new(Metrics::new())));
+        let inner = service_fn(|_r: Request<()>| async { Ok::<_, Infallible>(()) });
+        let mut svc = WriteLogLayer::new(log.clone()).layer(inner);
+        for (m, p) in [
+            (Method::GET, "/api/v1/namespaces/a/pods?watch=true"),
+            (Method::GET, "/api/v1/namespaces/a/pods/p"),
+            (Method::PATCH, "/apis/apps/v1/namespaces/a/statefulsets/db"),
+        ] {
+            svc.ready().await.unwrap().call(req(m, p)).await.unwrap();
+        }
+        assert_eq!(
+            log.requests(),
+            vec![
+                "watch /api/v1/namespaces/a/pods",
+                "get /api/v1/namespaces/a/pods/p",
+                "patch /apis/apps/v1/namespaces/a/statefulsets/db",
+            ]
+        );
+        assert_eq!(
+            log.entries(),
+            vec!["PATCH /apis/apps/v1/namespaces/a/statefulsets/db"]
         );
     }
 

@@ -8,21 +8,24 @@ use api::v1::Database;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
+use crate::context::Context;
 use crate::desired::{
     COMPONENT_BACKUP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY,
 };
 use crate::leader::LeaderElector;
-use crate::reconcile::{error_policy, reconcile, Context};
+use crate::reconcile::{error_policy, reconcile};
 
 /// Scope and limits of one controller instance.
 #[derive(Debug, Clone, Default)]
@@ -43,11 +46,35 @@ where
     }
 }
 
-/// The Database a backup Job belongs to, from its instance label.
-fn backup_job_owner(job: Job) -> Option<ObjectRef<Database>> {
-    let name = job.labels().get(LABEL_INSTANCE)?.clone();
-    let ns = job.namespace()?;
+/// The Database an object of ours belongs to, from its instance label (backup Jobs belong to
+/// the CronJob, pods to the StatefulSet, PVCs to nobody).
+fn instance_owner<K: Resource>(obj: K) -> Option<ObjectRef<Database>> {
+    let name = obj.labels().get(LABEL_INSTANCE)?.clone();
+    let ns = obj.namespace()?;
     Some(ObjectRef::new(&name).within(&ns))
+}
+
+/// A watch that feeds `writer`'s cache and yields the objects it touched, without their
+/// managedFields (nothing here reads them; they are most of an object's size).
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .touched_objects()
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -61,21 +88,88 @@ pub async fn run_controller(
     // Children are watched by our label only: a smaller cache, and a child whose label was
     // edited away shows up as deleted, which triggers the owner's reconcile all the same.
     let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let Some(w) = ctx.writers.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        warn!("the controller's caches are already fed by another controller; not starting");
+        return;
+    };
     info!(namespace = ?scope.namespace, concurrency = scope.concurrency, "starting Database controller");
-    Controller::new(api::<Database>(&client, ns), watcher::Config::default())
-        .owns(api::<StatefulSet>(&client, ns), children.clone())
-        .owns(api::<Service>(&client, ns), children.clone())
-        .owns(api::<ConfigMap>(&client, ns), children.clone())
-        .owns(api::<Secret>(&client, ns), children.clone())
-        .owns(api::<CronJob>(&client, ns), children.clone())
-        // Backup Jobs belong to the CronJob, not the Database: map them by label so a finished
-        // backup updates status.lastBackupTime right away.
-        .watches(
-            api::<Job>(&client, ns),
-            children.labels(&format!(
-                "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_BACKUP}"
-            )),
-            backup_job_owner,
+    let backup_jobs = children.clone().labels(&format!(
+        "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_BACKUP}"
+    ));
+    let controller = Controller::new(api::<Database>(&client, ns), watcher::Config::default());
+    let databases = controller.store();
+    let metrics = ctx.metrics.clone();
+    // Databases by phase, from the controller's own cache (no request).
+    let _phases = AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let state = databases.state();
+            metrics.set_phases(state.iter().map(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_ref())
+                    .map(|p| match p {
+                        api::v1::Phase::Pending => "Pending",
+                        api::v1::Phase::Running => "Running",
+                        api::v1::Phase::Failed => "Failed",
+                        api::v1::Phase::Terminating => "Terminating",
+                    })
+            }));
+        }
+    }));
+    controller
+        .owns_stream(cached_watch(
+            api::<StatefulSet>(&client, ns),
+            children.clone(),
+            w.statefulsets,
+        ))
+        .owns_stream(cached_watch(
+            api::<Service>(&client, ns),
+            children.clone(),
+            w.services,
+        ))
+        .owns_stream(cached_watch(
+            api::<ConfigMap>(&client, ns),
+            children.clone(),
+            w.configmaps,
+        ))
+        .owns_stream(cached_watch(
+            api::<Secret>(&client, ns),
+            children.clone(),
+            w.secrets,
+        ))
+        .owns_stream(cached_watch(
+            api::<CronJob>(&client, ns),
+            children.clone(),
+            w.cronjobs,
+        ))
+        // Pods (readiness, crashes), PVCs (capacity, resize) and backup Jobs (status
+        // lastBackupTime) are not owned by the Database: mapped to it by their instance label.
+        .watches_stream(
+            cached_watch(api::<Pod>(&client, ns), children.clone(), w.pods),
+            instance_owner,
+        )
+        .watches_stream(
+            cached_watch(
+                api::<PersistentVolumeClaim>(&client, ns),
+                children.clone(),
+                w.pvcs,
+            ),
+            instance_owner,
+        )
+        .watches_stream(
+            cached_watch(api::<Job>(&client, ns), backup_jobs, w.jobs),
+            instance_owner,
+        )
+        // StorageClasses only feed their cache (whether a PVC may grow).
+        .watches_stream(
+            cached_watch(
+                Api::<StorageClass>::all(client.clone()),
+                watcher::Config::default(),
+                w.storage_classes,
+            ),
+            |_| None::<ObjectRef<Database>>,
         )
         .with_config(ControllerConfig::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)

@@ -200,7 +200,15 @@ impl LeaderElector {
                 last_renewal = None;
             }
             if let Some(m) = &metrics {
-                m.leader.set(i64::from(*tx.borrow()));
+                let now = *tx.borrow();
+                if now != leading {
+                    m.leader_transitions
+                        .get_or_create(&crate::metrics::TransitionLabels {
+                            to: if now { "leading" } else { "following" }.to_owned(),
+                        })
+                        .inc();
+                }
+                m.leader.set(i64::from(now));
             }
             // A leader never sleeps past its renew deadline.
             let pause = match (*tx.borrow(), last_renewal) {

@@ -2,14 +2,16 @@
 //! (credentials Secret, config ConfigMap, StatefulSet, Services, backup CronJob) and reports the
 //! observed truth back into its status.
 //!
-//! Data flows one way: `watch -> api rules (guard) -> desired objects -> server-side apply -> status`.
-//! The pure parts (`desired`, `engine`, `status`, `guard`, `drift`, `backoff`) have no I/O and are
-//! unit-tested; `reconcile`, `cleanup`, `leader` and `controller` talk to the API server.
+//! Data flows one way: `watch caches -> observe -> plan -> apply -> status`. `observe` reads the
+//! caches, `plan` (with `desired`, `engine`, `status`, `guard`, `drift`) is pure and table-tested,
+//! and only `apply`, `cleanup`, `context`, `leader` and `controller` talk to the API server.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod backoff;
 pub mod cleanup;
 pub mod client;
+pub mod context;
 pub mod controller;
 pub mod desired;
 pub mod drift;
@@ -19,7 +21,9 @@ pub mod guard;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
 pub mod ownership;
+pub mod plan;
 pub mod reconcile;
 pub mod status;
 

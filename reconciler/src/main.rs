@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use api::catalog::Catalog;
 use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
-use reconciler::backoff::{BackoffPolicy, BackoffTracker};
 use reconciler::client::{build_client, build_lease_client, WriteLog};
 use reconciler::controller::{run_controller, run_with_leader_election, Scope, Stopped};
 use reconciler::http::{self, Health};
@@ -162,20 +161,18 @@ async fn main() -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        catalog: Arc::new(catalog),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        catalog,
         recorder,
-        metrics: metrics.clone(),
-        settings: Settings {
+        metrics.clone(),
+        Settings {
             rollout_timeout: flags.rollout_timeout,
             cleanup_timeout: flags.cleanup_timeout,
             ready_requeue: flags.resync_interval,
             ..Settings::default()
         },
-        backoff: BackoffTracker::new(BackoffPolicy::default()),
-        written_status: Default::default(),
-    });
+    ));
     let scope = Scope {
         namespace: flags.namespace.clone(),
         concurrency: flags.concurrency,

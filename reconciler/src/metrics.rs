@@ -24,6 +24,17 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// `leading` or `following`
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
     pub verb: String,
 }
@@ -38,6 +49,12 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub leader: Gauge,
     pub api_writes: Family<VerbLabels, Counter<u64, AtomicU64>>,
+    /// Every API request by Kubernetes verb, reads included.
+    pub api_requests: Family<VerbLabels, Counter<u64, AtomicU64>>,
+    /// Leadership gained (`leading`) and lost (`following`).
+    pub leader_transitions: Family<TransitionLabels, Counter>,
+    /// Databases in the controller's cache by `status.phase` (`Unknown` before the first status).
+    pub databases: Family<PhaseLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -55,6 +72,24 @@ impl Metrics {
         let in_flight = Gauge::default();
         let leader = Gauge::default();
         let api_writes = Family::<VerbLabels, Counter<u64, AtomicU64>>::default();
+        let api_requests = Family::<VerbLabels, Counter<u64, AtomicU64>>::default();
+        let leader_transitions = Family::<TransitionLabels, Counter>::default();
+        let databases = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "api_requests",
+            "API requests sent, by Kubernetes verb (get, list, watch, create, patch, update, delete)",
+            api_requests.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this replica started leading or stopped",
+            leader_transitions.clone(),
+        );
+        registry.register(
+            "databases",
+            "Databases in the controller's cache, by status.phase",
+            databases.clone(),
+        );
         registry.register("reconcile", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -89,6 +124,9 @@ impl Metrics {
             in_flight,
             leader,
             api_writes,
+            api_requests,
+            leader_transitions,
+            databases,
         }
     }
 
@@ -121,6 +159,25 @@ impl Metrics {
                     .get()
             })
             .sum()
+    }
+
+    /// Sets the by-phase gauges from the phases of the Databases in the cache.
+    pub fn set_phases<'a>(&self, phases: impl Iterator<Item = Option<&'a str>>) {
+        let mut counts: std::collections::BTreeMap<&str, i64> =
+            ["Pending", "Running", "Failed", "Terminating", "Unknown"]
+                .into_iter()
+                .map(|p| (p, 0))
+                .collect();
+        for p in phases {
+            *counts.entry(p.unwrap_or("Unknown")).or_default() += 1;
+        }
+        for (phase, n) in counts {
+            self.databases
+                .get_or_create(&PhaseLabels {
+                    phase: phase.to_owned(),
+                })
+                .set(n);
+        }
     }
 
     /// Text exposition format.
@@ -158,5 +215,23 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.reconcile_count(), 1);
+    }
+
+    #[test]
+    fn databases_are_counted_by_phase_with_zeroes_for_the_empty_ones() {
+        let m = Metrics::new();
+        m.set_phases([Some("Running"), Some("Running"), None].into_iter());
+        let text = m.encode();
+        for line in [
+            "db_operator_databases{phase=\"Running\"} 2",
+            "db_operator_databases{phase=\"Unknown\"} 1",
+            "db_operator_databases{phase=\"Failed\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        m.set_phases([Some("Failed")].into_iter());
+        assert!(m
+            .encode()
+            .contains("db_operator_databases{phase=\"Running\"} 0"));
     }
 }

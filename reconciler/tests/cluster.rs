@@ -24,7 +24,6 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use reconciler::backoff::{BackoffPolicy, BackoffTracker};
 use reconciler::client::{build_client, WriteLog};
 use reconciler::controller::{run_controller, run_with_leader_election, Scope};
 use reconciler::leader::{LeaderElector, LeaseSettings};
@@ -111,21 +110,19 @@ fn context(
     settings: Settings,
     catalog: Catalog,
 ) -> Arc<Context> {
-    Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
+    Arc::new(Context::new(
+        client.clone(),
+        catalog,
+        Recorder::new(
+            client,
             Reporter {
                 controller: "db-operator".into(),
                 instance: Some(identity.to_owned()),
             },
         ),
-        client,
-        catalog: Arc::new(catalog),
         metrics,
         settings,
-        backoff: BackoffTracker::new(BackoffPolicy::default()),
-        written_status: Default::default(),
-    })
+    ))
 }
 
 /// Settings for tests: quick re-checks while progressing.
@@ -630,22 +627,28 @@ async fn poke_and_settle(ns: &TestNamespace, name: &str, replica: &Replica, toke
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-/// Two pokes in a row: the second reconcile, with nothing to change, makes zero writes.
-async fn assert_idle_reconcile_writes_nothing(ns: &TestNamespace, name: &str, replica: &Replica) {
+/// Two pokes in a row: the second reconcile, with nothing to change, makes no API request of
+/// any verb (reads included: the children come from the watch caches).
+async fn assert_idle_reconcile_makes_no_request(ns: &TestNamespace, name: &str, replica: &Replica) {
     poke_and_settle(ns, name, replica, "1").await;
-    let before = replica.writes.entries();
+    let before = replica.writes.requests();
+    let reconciles = replica.metrics.reconcile_count();
     poke_and_settle(ns, name, replica, "2").await;
-    let after = replica.writes.entries();
+    let after = replica.writes.requests();
+    assert!(
+        replica.metrics.reconcile_count() > reconciles,
+        "no reconcile ran"
+    );
     assert_eq!(
         after.len(),
         before.len(),
-        "idle reconcile wrote: {:?}",
+        "idle reconcile made requests: {:?}",
         &after[before.len().min(after.len())..]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_nothing() {
+async fn database_becomes_ready_with_owned_children_and_idle_reconcile_makes_no_request() {
     let ns = setup("rec-ready").await;
     let replica = start_controller(&ns).await;
     let catalog = Catalog::builtin();
@@ -721,7 +724,7 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_writes_no
     );
 
     // Idle: a reconcile with nothing to change makes zero writes.
-    assert_idle_reconcile_writes_nothing(&ns, "orders", &replica).await;
+    assert_idle_reconcile_makes_no_request(&ns, "orders", &replica).await;
 
     // Drift: a child deleted by hand comes back; a hand edit is reverted.
     let old_uid = svc.metadata.uid.clone();
@@ -1434,7 +1437,7 @@ async fn backup_schedule_creates_cronjob_reports_last_backup_and_unset_removes_i
     assert!(cmd.contains("mysqldump"), "{cmd}");
     assert!(exists::<PersistentVolumeClaim>(&ns, "shop-backups").await);
     // Idle with a CronJob and a MySQL config too: zero writes.
-    assert_idle_reconcile_writes_nothing(&ns, "shop", &replica).await;
+    assert_idle_reconcile_makes_no_request(&ns, "shop", &replica).await;
 
     // Run one backup now, as `kubectl create job --from=cronjob/shop-backup` would.
     let template = cj.spec.job_template.clone();
@@ -1565,9 +1568,9 @@ const RECONCILER_RULES: &[(&str, &[&str], &[&str])] = &[
     (
         "",
         &["persistentvolumeclaims"],
-        &["get", "list", "create", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
-    ("", &["pods"], &["get", "list"]),
+    ("", &["pods"], &["get", "list", "watch"]),
     (
         "batch",
         &["cronjobs"],
