@@ -22,7 +22,7 @@ use tracing::info;
 use crate::apply::{delete_guarded, publish_all, remove_finalizer};
 use crate::context::{key, publish, write_status, Context};
 use crate::error::Error;
-use crate::observe::observe;
+use crate::observe::{look_up_unknown, observe};
 use crate::plan::{self, Deletion, Stage};
 use crate::status;
 use crate::FINALIZER;
@@ -84,7 +84,10 @@ pub async fn run(db: &Database, ctx: &Context) -> Result<Action, Error> {
     }
     let ns = db.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = db.name_any();
-    let observed = observe(db, &ctx.stores);
+    let mut observed = observe(db, &ctx.stores);
+    if !observed.unknown.is_empty() {
+        look_up_unknown(db, &ctx.client, &mut observed).await?;
+    }
     let plan = plan::plan_cleanup(
         db,
         &observed,

@@ -13,7 +13,7 @@ use kube::{Client, Config};
 use tower::limit::RateLimitLayer;
 use tower::{Layer, Service};
 
-use crate::metrics::{Metrics, VerbLabels};
+use crate::metrics::{Metrics, RequestLabels, VerbLabels};
 
 /// The Kubernetes verb of a request: `watch` and `list` for collections, `get` for one
 /// object, and `create`, `update`, `patch`, `delete` for writes.
@@ -55,6 +55,8 @@ pub struct WriteLog {
     entries: Arc<Mutex<Vec<(SystemTime, String)>>>,
     requests: Arc<Mutex<Vec<String>>>,
     metrics: Option<Arc<Metrics>>,
+    /// The `client` label of the metric.
+    client: &'static str,
 }
 
 /// Keeps a test/debug log bounded: it is not an audit trail.
@@ -67,11 +69,18 @@ fn push_bounded<T>(log: &Mutex<Vec<T>>, item: T) {
 }
 
 impl WriteLog {
+    /// The reconcile client's log.
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        Self::for_client(metrics, "reconcile")
+    }
+
+    /// A log whose requests are counted under `client` (`lease` for leader election).
+    pub fn for_client(metrics: Option<Arc<Metrics>>, client: &'static str) -> Self {
         WriteLog {
             entries: Arc::default(),
             requests: Arc::default(),
             metrics,
+            client,
         }
     }
 
@@ -79,7 +88,8 @@ impl WriteLog {
         let verb = verb(method, path, query);
         if let Some(m) = &self.metrics {
             m.api_requests
-                .get_or_create(&VerbLabels {
+                .get_or_create(&RequestLabels {
+                    client: self.client.to_owned(),
                     verb: verb.to_owned(),
                 })
                 .inc();

@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -161,6 +162,55 @@ pub async fn run_controller(
         .watches_stream(
             cached_watch(api::<Job>(&client, ns), backup_jobs, w.jobs),
             instance_owner,
+        )
+        // Which names are taken (metadata only, every object of the kinds): only feed caches.
+        .watches_stream(
+            cached_watch(
+                api::<PartialObjectMeta<StatefulSet>>(&client, ns),
+                watcher::Config::default(),
+                w.names.statefulsets,
+            ),
+            |_| None,
+        )
+        .watches_stream(
+            cached_watch(
+                api::<PartialObjectMeta<Service>>(&client, ns),
+                watcher::Config::default(),
+                w.names.services,
+            ),
+            |_| None,
+        )
+        .watches_stream(
+            cached_watch(
+                api::<PartialObjectMeta<ConfigMap>>(&client, ns),
+                watcher::Config::default(),
+                w.names.configmaps,
+            ),
+            |_| None,
+        )
+        .watches_stream(
+            cached_watch(
+                api::<PartialObjectMeta<Secret>>(&client, ns),
+                watcher::Config::default(),
+                w.names.secrets,
+            ),
+            |_| None,
+        )
+        .watches_stream(
+            cached_watch(
+                api::<PartialObjectMeta<CronJob>>(&client, ns),
+                watcher::Config::default(),
+                w.names.cronjobs,
+            ),
+            |_| None,
+        )
+        .watches_stream(
+            cached_watch(
+                api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
+                watcher::Config::default(),
+                w.names.pvcs,
+            ),
+            |_| None,
         )
         // StorageClasses only feed their cache (whether a PVC may grow).
         .watches_stream(

@@ -148,8 +148,9 @@ async fn main() -> anyhow::Result<()> {
 
     let config = kube::Config::infer().await.context("loading kube config")?;
     let writes = WriteLog::new(Some(metrics.clone()));
+    let lease_writes = WriteLog::for_client(Some(metrics.clone()), "lease");
     let lease_client =
-        build_lease_client(config.clone(), writes.clone()).context("building Lease client")?;
+        build_lease_client(config.clone(), lease_writes).context("building Lease client")?;
     let client = build_client(config, flags.kube_qps, writes).context("building kube client")?;
     let identity = flags.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("reconciler-{}", std::process::id()))

@@ -24,6 +24,13 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `reconcile` (the rate-limited client) or `lease` (leader election's own client)
+    pub client: String,
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
     /// `leading` or `following`
     pub to: String,
@@ -49,8 +56,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub leader: Gauge,
     pub api_writes: Family<VerbLabels, Counter<u64, AtomicU64>>,
-    /// Every API request by Kubernetes verb, reads included.
-    pub api_requests: Family<VerbLabels, Counter<u64, AtomicU64>>,
+    /// Every API request by client and Kubernetes verb, reads included.
+    pub api_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
     /// Leadership gained (`leading`) and lost (`following`).
     pub leader_transitions: Family<TransitionLabels, Counter>,
     /// Databases in the controller's cache by `status.phase` (`Unknown` before the first status).
@@ -72,12 +79,12 @@ impl Metrics {
         let in_flight = Gauge::default();
         let leader = Gauge::default();
         let api_writes = Family::<VerbLabels, Counter<u64, AtomicU64>>::default();
-        let api_requests = Family::<VerbLabels, Counter<u64, AtomicU64>>::default();
+        let api_requests = Family::<RequestLabels, Counter<u64, AtomicU64>>::default();
         let leader_transitions = Family::<TransitionLabels, Counter>::default();
         let databases = Family::<PhaseLabels, Gauge>::default();
         registry.register(
             "api_requests",
-            "API requests sent, by Kubernetes verb (get, list, watch, create, patch, update, delete)",
+            "API requests sent, by client (reconcile, lease) and Kubernetes verb (get, list, watch, create, patch, update, delete)",
             api_requests.clone(),
         );
         registry.register(

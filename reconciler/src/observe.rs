@@ -16,10 +16,13 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::desired::{self, claim_storage};
+use crate::error::Error;
 use crate::guard::ObservedShape;
 use crate::ownership::{backup_pvc_is_ours, controlled_by, Conflict, Found};
 
@@ -35,6 +38,31 @@ pub struct Stores {
     pub pods: Store<Pod>,
     pub jobs: Store<Job>,
     pub storage_classes: Store<StorageClass>,
+    pub names: NameStores,
+}
+
+/// Which names are taken, whoever took them: metadata-only caches of every object of the kinds
+/// a Database's children have (the full caches above hold only objects with our label). A
+/// child name the full cache lacks but this one has is looked at with one GET: it is ours with
+/// its labels edited away, or someone else's (a conflict). Absent names need no request.
+#[derive(Clone)]
+pub struct NameStores {
+    pub statefulsets: Store<PartialObjectMeta<StatefulSet>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub cronjobs: Store<PartialObjectMeta<CronJob>>,
+    pub pvcs: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+}
+
+/// Write halves of [`NameStores`].
+pub struct NameWriters {
+    pub statefulsets: Writer<PartialObjectMeta<StatefulSet>>,
+    pub services: Writer<PartialObjectMeta<Service>>,
+    pub configmaps: Writer<PartialObjectMeta<ConfigMap>>,
+    pub secrets: Writer<PartialObjectMeta<Secret>>,
+    pub cronjobs: Writer<PartialObjectMeta<CronJob>>,
+    pub pvcs: Writer<PartialObjectMeta<PersistentVolumeClaim>>,
 }
 
 /// Write halves, fed by the controller's watches.
@@ -48,6 +76,7 @@ pub struct Writers {
     pub pods: Writer<Pod>,
     pub jobs: Writer<Job>,
     pub storage_classes: Writer<StorageClass>,
+    pub names: NameWriters,
 }
 
 /// Empty caches and the writers that fill them.
@@ -61,6 +90,12 @@ pub fn caches() -> (Stores, Writers) {
     let (pods, w_pod) = reflector::store();
     let (jobs, w_job) = reflector::store();
     let (storage_classes, w_sc) = reflector::store();
+    let (n_sts, nw_sts) = reflector::store();
+    let (n_svc, nw_svc) = reflector::store();
+    let (n_cm, nw_cm) = reflector::store();
+    let (n_secret, nw_secret) = reflector::store();
+    let (n_cj, nw_cj) = reflector::store();
+    let (n_pvc, nw_pvc) = reflector::store();
     (
         Stores {
             statefulsets,
@@ -72,6 +107,14 @@ pub fn caches() -> (Stores, Writers) {
             pods,
             jobs,
             storage_classes,
+            names: NameStores {
+                statefulsets: n_sts,
+                services: n_svc,
+                configmaps: n_cm,
+                secrets: n_secret,
+                cronjobs: n_cj,
+                pvcs: n_pvc,
+            },
         },
         Writers {
             statefulsets: w_sts,
@@ -83,6 +126,14 @@ pub fn caches() -> (Stores, Writers) {
             pods: w_pod,
             jobs: w_job,
             storage_classes: w_sc,
+            names: NameWriters {
+                statefulsets: nw_sts,
+                services: nw_svc,
+                configmaps: nw_cm,
+                secrets: nw_secret,
+                cronjobs: nw_cj,
+                pvcs: nw_pvc,
+            },
         },
     )
 }
@@ -100,6 +151,12 @@ impl Stores {
             && self.pvcs.wait_until_ready().await.is_ok()
             && self.pods.wait_until_ready().await.is_ok()
             && self.jobs.wait_until_ready().await.is_ok()
+            && self.names.statefulsets.wait_until_ready().await.is_ok()
+            && self.names.services.wait_until_ready().await.is_ok()
+            && self.names.configmaps.wait_until_ready().await.is_ok()
+            && self.names.secrets.wait_until_ready().await.is_ok()
+            && self.names.cronjobs.wait_until_ready().await.is_ok()
+            && self.names.pvcs.wait_until_ready().await.is_ok()
     }
 }
 
@@ -110,6 +167,13 @@ where
     store
         .get(&ObjectRef::new(name).within(ns))
         .map(|k| K::clone(&k))
+}
+
+fn taken<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, name: &str) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store.get(&ObjectRef::new(name).within(ns)).is_some()
 }
 
 fn in_namespace<K>(store: &Store<K>, ns: &str, keep: impl Fn(&K) -> bool) -> Vec<K>
@@ -149,6 +213,9 @@ pub struct Observed {
     pub labelled_pvcs: Vec<PersistentVolumeClaim>,
     /// uid of the StatefulSet under our name when it is not ours (its pods are not ours).
     pub foreign_statefulset_uid: Option<String>,
+    /// Child names that are taken by an object the full caches do not show (`Kind`, name):
+    /// [`look_up_unknown`] classifies them.
+    pub unknown: Vec<(&'static str, String)>,
 }
 
 impl Observed {
@@ -170,6 +237,7 @@ impl Observed {
             expandable: BTreeMap::new(),
             labelled_pvcs: Vec::new(),
             foreign_statefulset_uid: None,
+            unknown: Vec::new(),
         }
     }
 
@@ -331,7 +399,63 @@ pub fn observe(db: &Database, stores: &Stores) -> Observed {
         l.get(desired::LABEL_INSTANCE).map(String::as_str) == Some(name.as_str())
             && l.get(desired::LABEL_MANAGED_BY).map(String::as_str) == Some(desired::MANAGED_BY)
     });
+    let n = &stores.names;
+    let wants_backup = db.spec.backup_schedule.is_some();
+    let secret_name = desired::credentials_secret_name(&name);
+    let config_name = desired::config_map_name(&name);
+    let cronjob_name = desired::backup_cronjob_name(&name);
+    let backup_pvc_name = desired::backup_pvc_name(&name);
+    let candidates: [(bool, bool, &'static str, &String); 7] = [
+        (
+            matches!(statefulset, Found::Absent),
+            taken(&n.statefulsets, &ns, &name),
+            "StatefulSet",
+            &name,
+        ),
+        (
+            matches!(secret, Found::Absent),
+            taken(&n.secrets, &ns, &secret_name),
+            "Secret",
+            &secret_name,
+        ),
+        (
+            matches!(config, Found::Absent),
+            taken(&n.configmaps, &ns, &config_name),
+            "ConfigMap",
+            &config_name,
+        ),
+        (
+            matches!(services[0].1, Found::Absent),
+            taken(&n.services, &ns, &services[0].0),
+            "Service",
+            &services[0].0,
+        ),
+        (
+            matches!(services[1].1, Found::Absent),
+            taken(&n.services, &ns, &services[1].0),
+            "Service",
+            &services[1].0,
+        ),
+        (
+            wants_backup && matches!(cronjob, Found::Absent),
+            taken(&n.cronjobs, &ns, &cronjob_name),
+            "CronJob",
+            &cronjob_name,
+        ),
+        (
+            wants_backup && matches!(backup_pvc, Found::Absent),
+            taken(&n.pvcs, &ns, &backup_pvc_name),
+            "PersistentVolumeClaim",
+            &backup_pvc_name,
+        ),
+    ];
+    let unknown = candidates
+        .into_iter()
+        .filter(|(absent, taken, _, _)| *absent && *taken)
+        .map(|(_, _, kind, child)| (kind, child.clone()))
+        .collect();
     Observed {
+        unknown,
         statefulset,
         pvcs,
         secret,
@@ -345,6 +469,77 @@ pub fn observe(db: &Database, stores: &Stores) -> Observed {
         labelled_pvcs,
         foreign_statefulset_uid,
     }
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube("get", "object", ns, name, e))
+}
+
+/// Reads the [`Observed::unknown`] names (one GET each; the only reads a reconcile makes, and
+/// only while a name is taken by an object without our label) and classifies what is there.
+pub async fn look_up_unknown(
+    db: &Database,
+    client: &Client,
+    observed: &mut Observed,
+) -> Result<(), Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let name = db.name_any();
+    for (kind, child) in std::mem::take(&mut observed.unknown) {
+        match kind {
+            "StatefulSet" => {
+                let found = get::<StatefulSet>(client, &ns, &child).await?;
+                observed.foreign_statefulset_uid = found
+                    .as_ref()
+                    .filter(|s| !controlled_by(&s.metadata, db))
+                    .and_then(|s| s.metadata.uid.clone());
+                observed.statefulset = Found::classify(found, |s| controlled_by(&s.metadata, db));
+            }
+            "Secret" => {
+                let recorded = observed
+                    .statefulset
+                    .ours()
+                    .and_then(|s| s.annotations().get(desired::ANNOTATION_CREDENTIALS_UID))
+                    .cloned();
+                observed.secret = Found::classify(get(client, &ns, &child).await?, |s| {
+                    secret_is_ours(s, db, recorded.as_deref())
+                });
+            }
+            "ConfigMap" => {
+                observed.config = Found::classify(get(client, &ns, &child).await?, |c| {
+                    controlled_by(&c.metadata, db)
+                });
+            }
+            "Service" => {
+                let found = Found::classify(get(client, &ns, &child).await?, |s: &Service| {
+                    controlled_by(&s.metadata, db)
+                });
+                if let Some(slot) = observed.services.iter_mut().find(|(n, _)| *n == child) {
+                    slot.1 = found;
+                }
+            }
+            "CronJob" => {
+                observed.cronjob = Found::classify(get(client, &ns, &child).await?, |c| {
+                    controlled_by(&c.metadata, db)
+                });
+            }
+            "PersistentVolumeClaim" => {
+                observed.backup_pvc = Found::classify(get(client, &ns, &child).await?, |p| {
+                    backup_pvc_is_ours(p, &name)
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Ours: controlled by the Database, or the Secret whose uid our StatefulSet recorded.

@@ -20,7 +20,7 @@ use crate::apply::{self, ensure_finalizer, publish_all};
 use crate::context::{key, report_problem, write_status};
 pub use crate::context::{Context, Settings, StatusMemo};
 use crate::error::Error;
-use crate::observe::observe;
+use crate::observe::{look_up_unknown, observe};
 use crate::ownership::{self, REASON_NAME_CONFLICT};
 use crate::plan::{self, Plan};
 use crate::status;
@@ -104,7 +104,10 @@ async fn reconcile_inner(db: &Database, ctx: &Context) -> Result<Action, Error> 
     }
     ensure_finalizer(db, ctx).await?;
 
-    let observed = observe(db, &ctx.stores);
+    let mut observed = observe(db, &ctx.stores);
+    if !observed.unknown.is_empty() {
+        look_up_unknown(db, &ctx.client, &mut observed).await?;
+    }
     let lagging = ctx.expectations.lagging(db, &observed);
     if !lagging.is_empty() {
         debug!(
