@@ -124,7 +124,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// After SIGTERM, keep serving this long with /readyz failing (so the Service drops the
-    /// pod before the listener closes); 5s suits a Deployment, 0 a terminal.
+    /// pod before the listener closes); 5s suits a Deployment, 0s a terminal.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 }
