@@ -11,6 +11,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY api api
 COPY admission admission
 COPY certs certs
+COPY opkit opkit
 COPY reconciler reconciler
 COPY testkit testkit
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

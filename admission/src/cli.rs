@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use opkit::parse_duration;
 
 use crate::logging::LogFormat;
 use crate::router::Limits;
@@ -35,12 +36,6 @@ pub enum Command {
     DevCert(DevCertArgs),
     /// Print the version catalog: engines, supported versions, images and allowed upgrades.
     Catalog(CatalogArgs),
-}
-
-/// The one duration syntax of this binary (shared with the `certs` flags): an integer with
-/// `ms`, `s`, `m`, `h` or `d` (`500ms`, `9s`, `2m`, `90d`), or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    certs::config::parse_duration(s)
 }
 
 /// A count of at least 1.
@@ -129,7 +124,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// After SIGTERM, keep serving this long with /readyz failing (so the Service drops the
-    /// pod before the listener closes); 5s suits a Deployment, 0 a terminal.
+    /// pod before the listener closes); 5s suits a Deployment, 0s a terminal.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 }
@@ -250,17 +245,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_accept_units_and_bare_seconds() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("7w").is_err());
-        assert!(parse_duration("abc").is_err());
-    }
-
-    #[test]
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
@@ -272,6 +256,28 @@ mod tests {
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(args) => args,
             other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duration_flags_and_the_certs_flags_share_one_syntax() {
+        let args = serve_args(&[]);
+        assert_eq!(args.request_timeout, Duration::from_secs(9));
+        assert_eq!(args.shutdown_delay, Duration::ZERO);
+        assert_eq!(args.certs.leaf_validity, Duration::from_secs(90 * 86_400));
+        let args = serve_args(&["--idle-timeout", "2m 30s", "--leaf-renew-before", "1h30m"]);
+        assert_eq!(args.idle_timeout, Duration::from_secs(150));
+        assert_eq!(args.certs.leaf_renew_before, Duration::from_secs(5400));
+        for (flag, bad) in [
+            ("--shutdown-grace", "-5s"),
+            ("--ca-validity", "10"),
+            ("--request-timeout", ""),
+            ("--cert-resync", "often"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["admission", "serve", flag, bad]).is_err(),
+                "{flag} {bad:?}"
+            );
         }
     }
 

@@ -112,7 +112,7 @@ mod tests {
     fn ip_hosts_become_ip_names_and_the_leaf_chains_to_the_ca() {
         let hosts: Vec<String> = DEFAULT_HOSTS.iter().map(|h| (*h).to_owned()).collect();
         let generated = generate(&hosts, 2).unwrap();
-        let info = certs::generate::cert_info_pem(&generated.cert_pem).unwrap();
+        let info = certs::pem::cert_info_pem(&generated.cert_pem).unwrap();
         assert_eq!(info.dns_names, vec!["localhost".to_owned()]);
         assert_eq!(info.ip_addresses.len(), 2, "{:?}", info.ip_addresses);
         assert!(certs::generate::verifies_against(

@@ -145,7 +145,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
             let app = app.clone();
             let delay = args.shutdown_delay;
             async move {
-                server::shutdown_signal().await;
+                opkit::shutdown::signal().await;
                 app.begin_draining();
                 if !delay.is_zero() {
                     tracing::info!(

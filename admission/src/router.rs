@@ -254,7 +254,7 @@ where
         Route::Metrics => match app.metrics.encode() {
             Ok(body) => respond(
                 StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                opkit::health::OPENMETRICS_CONTENT_TYPE,
                 body,
             ),
             Err(e) => text(

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::v1::Database;
-use certs::generate::{cert_info_pem, fingerprint_sha256};
+use certs::pem::{cert_info_pem, fingerprint_sha256};
 use certs::store::{split_pem_certs, StoredCerts, ANNOTATION_FORCE};
 use cluster_support::{webhook_test_setup, Server};
 use k8s_openapi::api::admissionregistration::v1::{

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::ObjectMeta;
+use kube::core::ObjectMeta;
 use serde_json::Value;
 
 use crate::{v1, v1alpha1, v1beta1};

@@ -111,7 +111,7 @@ pub fn resolve(db: &v1::Database, catalog: &Catalog) -> Result<ResolvedSpec, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::api::ObjectMeta;
+    use kube::core::ObjectMeta;
 
     fn db(spec: v1::DatabaseSpec) -> v1::Database {
         v1::Database {

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use opkit::parse_duration;
+
 use crate::generate::ServingNames;
 use crate::inject::InjectTargets;
 use crate::rotation::RotationPolicy;
@@ -197,48 +199,6 @@ impl CertConfig {
     }
 }
 
-/// Parses `90d`, `12h`, `30m`, `45s`, `500ms` (or a bare number of seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 90d, 12h, 30m, 45s"))?;
-    let secs = |mult: u64| {
-        n.checked_mul(mult)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("duration {text:?} is too large"))
-    };
-    match unit {
-        "" | "s" => secs(1),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => Err(format!(
-            "invalid duration unit in {text:?}: use ms, s, m, h or d"
-        )),
-    }
-}
-
-/// The inverse of [`parse_duration`]: the largest unit that divides the duration exactly
-/// (`90d`, `36h`, `45s`, `250ms`).
-pub fn format_duration(d: Duration) -> String {
-    if d.subsec_millis() != 0 || (d.as_secs() == 0 && !d.is_zero()) {
-        return format!("{}ms", d.as_millis());
-    }
-    let secs = d.as_secs();
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= size && secs.is_multiple_of(size) {
-            return format!("{}{unit}", secs / size);
-        }
-    }
-    format!("{secs}s")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,24 +208,6 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         certs: CertConfig,
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        let cases = [
-            ("90d", Ok(Duration::from_secs(90 * 86_400))),
-            ("12h", Ok(Duration::from_secs(12 * 3600))),
-            ("30m", Ok(Duration::from_secs(1800))),
-            ("45s", Ok(Duration::from_secs(45))),
-            ("45", Ok(Duration::from_secs(45))),
-            ("250ms", Ok(Duration::from_millis(250))),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_duration(text), want, "{text}");
-        }
-        for bad in ["", "d", "10y", "-5s", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
-        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Certificate generation and inspection: a self-signed ECDSA P-256 CA, serving certificates
-//! signed by it for the webhook Service, and parsing of existing PEM certificates (expiry,
-//! issuer, fingerprint) to decide when to rotate.
+//! Certificate generation and verification: a self-signed ECDSA P-256 CA, serving
+//! certificates signed by it for the webhook Service, and whether a leaf chains to a bundle.
+//! Reading existing certificates (expiry, issuer, fingerprint) lives in [`crate::pem`].
 //!
 //! Every certificate gets an explicit validity window: `not_before` lies [`CLOCK_SKEW`] in the
 //! past so that API servers with a slightly slow clock accept a fresh certificate, and
@@ -19,11 +19,10 @@ use rcgen::{
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
-use x509_parser::extensions::GeneralName;
 use x509_parser::time::ASN1Time;
 
 use crate::error::CertError;
-use crate::resolver::parse_pem_chain;
+use crate::pem::{cert_info_pem, parse_cert_der, parse_pem_chain};
 
 /// How far in the past `not_before` is set, to tolerate clock skew between machines.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -75,89 +74,6 @@ impl ServingNames {
             ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         }
     }
-}
-
-/// What we need to know about an existing certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
-    /// Start of validity.
-    pub not_before: jiff::Timestamp,
-    /// End of validity.
-    pub not_after: jiff::Timestamp,
-    /// BasicConstraints CA:TRUE.
-    pub is_ca: bool,
-    /// Subject DN (RFC 4514 string).
-    pub subject: String,
-    /// Issuer DN (RFC 4514 string).
-    pub issuer: String,
-    /// SHA-256 of the DER, lowercase hex.
-    pub fingerprint: String,
-    /// DNS SANs.
-    pub dns_names: Vec<String>,
-    /// IP SANs.
-    pub ip_addresses: Vec<IpAddr>,
-}
-
-/// SHA-256 of a DER certificate, lowercase hex: the identity we compare certificates by.
-pub fn fingerprint_sha256(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
-}
-
-/// Parses one DER certificate. `what` names its source in errors.
-pub fn parse_cert_der(der: &[u8], what: &str) -> Result<CertInfo, CertError> {
-    let invalid = |message: String| CertError::InvalidCertificate {
-        what: what.to_string(),
-        message,
-    };
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| invalid(e.to_string()))?;
-    let validity = cert.validity();
-    let ts = |t: ASN1Time| {
-        jiff::Timestamp::from_second(t.timestamp()).map_err(|e| invalid(e.to_string()))
-    };
-    let mut dns_names = Vec::new();
-    let mut ip_addresses = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(dns) => dns_names.push((*dns).to_string()),
-                GeneralName::IPAddress(bytes) => {
-                    if let Ok(octets) = <[u8; 4]>::try_from(*bytes) {
-                        ip_addresses.push(IpAddr::from(octets));
-                    } else if let Ok(octets) = <[u8; 16]>::try_from(*bytes) {
-                        ip_addresses.push(IpAddr::from(octets));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(CertInfo {
-        not_before: ts(validity.not_before)?,
-        not_after: ts(validity.not_after)?,
-        is_ca: cert.is_ca(),
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
-        fingerprint: fingerprint_sha256(der),
-        dns_names,
-        ip_addresses,
-    })
-}
-
-/// Parses the first certificate of a PEM text.
-pub fn cert_info_pem(pem: &str) -> Result<CertInfo, CertError> {
-    let chain = parse_pem_chain(pem.as_bytes(), "PEM certificate")?;
-    let first = chain.first().ok_or_else(|| CertError::NoCertificate {
-        what: "PEM certificate".to_string(),
-    })?;
-    parse_cert_der(first, "PEM certificate")
-}
-
-/// Parses every certificate of a PEM bundle (e.g. `ca-bundle.crt` holding old and new CA).
-pub fn bundle_info(pem: &str) -> Result<Vec<CertInfo>, CertError> {
-    parse_pem_chain(pem.as_bytes(), "CA bundle")?
-        .iter()
-        .map(|der| parse_cert_der(der, "CA bundle"))
-        .collect()
 }
 
 /// Creates a self-signed CA: ECDSA P-256, CA:TRUE (path length 0), keyCertSign + cRLSign,
@@ -327,6 +243,7 @@ fn random_serial(key: &KeyPair, now: jiff::Timestamp) -> SerialNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pem::bundle_info;
 
     const HOUR: Duration = Duration::from_secs(3600);
 

@@ -24,7 +24,7 @@ use serde_json::json;
 use tracing::{debug, info};
 
 use crate::error::StoreError;
-use crate::generate::bundle_info;
+use crate::pem::bundle_info;
 
 /// Field manager owning `caBundle` in every target.
 pub const FIELD_MANAGER: &str = "db-operator-cabundle";
@@ -340,7 +340,8 @@ fn kube_err(action: &'static str, kind: TargetKind, name: &str, source: kube::Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{cert_info_pem, generate_ca};
+    use crate::generate::generate_ca;
+    use crate::pem::cert_info_pem;
     use std::time::Duration;
 
     fn state(present: bool, bundles: Vec<String>) -> TargetState {

@@ -1,5 +1,5 @@
 //! Certificates for the admission webhook: generate a CA and serving certificate
-//! ([`generate`]), serve them through a hot-swappable rustls resolver ([`resolver`]), store them
+//! ([`generate`]), read PEM certificates and keys ([`pem`]), serve them through a hot-swappable rustls resolver ([`resolver`]), store them
 //! in a Secret with a single-writer protocol ([`store`]), decide rotations ([`rotation`]),
 //! inject the CA bundle into webhook configurations and the CRD ([`inject`]), and run it all
 //! ([`manager`]).
@@ -11,6 +11,7 @@ pub mod generate;
 pub mod inject;
 pub mod manager;
 pub mod metrics;
+pub mod pem;
 pub mod resolver;
 pub mod rotation;
 pub mod store;

@@ -21,9 +21,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::CertConfig;
 use crate::error::{CertError, StoreError};
-use crate::generate::{cert_info_pem, verify_against};
+use crate::generate::verify_against;
 use crate::inject::{watch_named, InjectReport, Injector};
 use crate::metrics::{CertMetrics, Certificate};
+use crate::pem::cert_info_pem;
 use crate::resolver::ReloadingResolver;
 use crate::rotation::Action;
 use crate::store::{self, converge, SecretStore, StoredCerts};

@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
@@ -29,8 +28,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::error::CertError;
-use crate::generate::{fingerprint_sha256, parse_cert_der};
 use crate::metrics::{CertMetrics, Certificate, ReloadResult};
+use crate::pem::{fingerprint_sha256, parse_cert_der, parse_pem_chain, parse_private_key};
 
 /// One validated certificate chain and key, with the bytes it was loaded from.
 struct Served {
@@ -376,25 +375,6 @@ fn content_digest(cert_pem: &[u8], key_pem: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Parses every CERTIFICATE block of a PEM text, in order (leaf first by convention).
-pub fn parse_pem_chain(
-    pem_text: &[u8],
-    what: &str,
-) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let chain = CertificateDer::pem_slice_iter(pem_text)
-        .collect::<Result<Vec<_>, pem::Error>>()
-        .map_err(|source| CertError::Pem {
-            what: what.to_string(),
-            source,
-        })?;
-    if chain.is_empty() {
-        return Err(CertError::NoCertificate {
-            what: what.to_string(),
-        });
-    }
-    Ok(chain)
-}
-
 /// Parses a chain and key and checks that the key belongs to the leaf, giving the rustls
 /// [`CertifiedKey`] to serve.
 pub fn certified_key_from_pem(
@@ -406,20 +386,7 @@ pub fn certified_key_from_pem(
     for der in &chain {
         parse_cert_der(der, what)?;
     }
-    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
-        Ok(key) => key,
-        Err(pem::Error::NoItemsFound) => {
-            return Err(CertError::NoPrivateKey {
-                what: what.to_string(),
-            })
-        }
-        Err(source) => {
-            return Err(CertError::Pem {
-                what: what.to_string(),
-                source,
-            })
-        }
-    };
+    let key = parse_private_key(key_pem, what)?;
     let provider = rustls::crypto::ring::default_provider();
     let signing_key = provider
         .key_provider
@@ -521,7 +488,7 @@ mod tests {
     }
 
     fn fp(pair: &PemPair) -> String {
-        crate::generate::cert_info_pem(&pair.cert_pem)
+        crate::pem::cert_info_pem(&pair.cert_pem)
             .unwrap()
             .fingerprint
     }
@@ -860,7 +827,7 @@ mod tests {
             .unwrap());
         assert_eq!(resolver.fingerprint(), fp(&second));
         assert_eq!(
-            crate::generate::fingerprint_sha256(&resolver.current_leaf_der()),
+            crate::pem::fingerprint_sha256(&resolver.current_leaf_der()),
             fp(&second)
         );
     }
@@ -916,7 +883,7 @@ mod tests {
 
     fn peer_fingerprint(tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
         let certs = tls.get_ref().1.peer_certificates().unwrap();
-        crate::generate::fingerprint_sha256(&certs[0])
+        crate::pem::fingerprint_sha256(&certs[0])
     }
 
     async fn echo(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, msg: &[u8]) {

@@ -147,7 +147,7 @@ impl RotationPolicy {
     /// Every impossible or self-defeating combination of the timing flags, each saying how to
     /// fix it; empty when the policy can work.
     pub fn problems(&self) -> Vec<String> {
-        use crate::config::format_duration as f;
+        use opkit::format_duration as f;
         let mut problems = Vec::new();
         if self.leaf_validity.is_zero() {
             problems.push("--leaf-validity must be longer than 0".to_string());

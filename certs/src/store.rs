@@ -32,11 +32,9 @@ use kube::Api;
 use tracing::{info, warn};
 
 use crate::error::{CertError, StoreError};
-use crate::generate::{
-    bundle_info, cert_info_pem, generate_ca, issue_serving_cert, verifies_against, PemPair,
-    ServingNames,
-};
+use crate::generate::{generate_ca, issue_serving_cert, verifies_against, PemPair, ServingNames};
 use crate::metrics::{CertMetrics, RotationOutcome};
+use crate::pem::{bundle_info, cert_info_pem};
 use crate::resolver::certified_key_from_pem;
 use crate::rotation::{
     next_action, Action, CertFacts, ForceRotation, LeafFacts, LeafReason, Observed, Phase,

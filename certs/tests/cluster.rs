@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certs::generate::{cert_info_pem, verify_against};
+use certs::generate::verify_against;
+use certs::pem::cert_info_pem;
 use certs::store::{StoredCerts, ANNOTATION_FORCE, ANNOTATION_PHASE};
 use certs::{CertConfig, CertManager, ReloadingResolver};
 use k8s_openapi::api::admissionregistration::v1::{

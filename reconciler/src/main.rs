@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,32 +10,14 @@ use anyhow::Context as _;
 use api::catalog::Catalog;
 use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
+use opkit::parse_duration;
 use reconciler::client::{build_client, build_lease_client, WriteLog};
 use reconciler::controller::{run_controller, run_with_leader_election, Scope, Stopped};
-use reconciler::http::{self, Health};
+use reconciler::http;
 use reconciler::leader::{LeaderElector, LeaseSettings};
 use reconciler::metrics::Metrics;
 use reconciler::reconcile::{Context, Settings};
 use tracing::{error, info};
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h)")),
-    };
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
 
 /// Reconciles `Database` resources (example.com/v1) into StatefulSets, Services, ConfigMaps,
 /// Secrets and backup CronJobs.
@@ -106,21 +87,6 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
@@ -140,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(metrics.clone()));
+    let health = http::health(metrics.clone());
     let addr = http::spawn(flags.http_addr, health.clone())
         .await
         .with_context(|| format!("binding {}", flags.http_addr))?;
@@ -178,12 +144,12 @@ async fn main() -> anyhow::Result<()> {
         namespace: flags.namespace.clone(),
         concurrency: flags.concurrency,
     };
-    health.ready.store(true, Ordering::Relaxed);
+    health.set_ready(true);
 
     if !flags.leader_elect {
         info!("leader election disabled");
         metrics.leader.set(1);
-        run_controller(ctx, scope, shutdown_signal()).await;
+        run_controller(ctx, scope, opkit::shutdown::signal()).await;
         return Ok(());
     }
     let lease_namespace = flags
@@ -199,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         retry_period: flags.retry_period,
     };
     let elector = LeaderElector::new(lease_client.clone(), settings.clone());
-    match run_with_leader_election(ctx, scope, elector, shutdown_signal()).await {
+    match run_with_leader_election(ctx, scope, elector, opkit::shutdown::signal()).await {
         Stopped::Shutdown => {
             // Hand over without making the follower wait for the Lease to expire.
             if let Err(e) = LeaderElector::new(lease_client, settings).release().await {
@@ -220,11 +186,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("5 fortnights").is_err());
+    fn duration_defaults_parse_and_flags_use_the_shared_syntax() {
+        let flags = Flags::try_parse_from(["reconciler"]).unwrap();
+        assert_eq!(flags.rollout_timeout, Duration::from_secs(300));
+        assert_eq!(flags.lease_duration, Duration::from_secs(15));
+        assert_eq!(flags.retry_period, Duration::from_secs(2));
+        let flags = Flags::try_parse_from(["reconciler", "--resync-interval", "1h30m"]).unwrap();
+        assert_eq!(flags.resync_interval, Duration::from_secs(5400));
+        for bad in ["-5s", "5", "soon"] {
+            assert!(
+                Flags::try_parse_from(["reconciler", "--cleanup-timeout", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

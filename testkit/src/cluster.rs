@@ -1,4 +1,7 @@
 //! Finding, attaching to, and if needed starting the local control plane.
+//!
+//! Module dependencies go one way: `wait` and `logs` know nothing of the cluster, `cluster`
+//! uses `wait`, and `namespace` uses both (it adds [`Cluster::namespace`]).
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +14,6 @@ use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
-use crate::namespace::TestNamespace;
 
 /// Environment variable naming a kubeconfig to use instead of `.local/kubeconfig`. When it is
 /// set the harness never starts a cluster itself.
@@ -43,12 +45,10 @@ pub struct Cluster {
 /// The first call in a test binary does the work; later calls return the same handle. Starting
 /// is skipped when `DBOP_KUBECONFIG` is set: that cluster must already be up.
 pub async fn cluster() -> Result<&'static Cluster, Error> {
-    CLUSTER.get_or_try_init(Cluster::attach_or_start).await
-}
-
-/// The cluster handle if [`cluster()`] has already succeeded in this process.
-pub(crate) fn current() -> Option<&'static Cluster> {
-    CLUSTER.get()
+    let cluster = CLUSTER.get_or_try_init(Cluster::attach_or_start).await?;
+    // From now on a timed-out wait prints these logs.
+    crate::logs::remember_cluster_log_dir(&cluster.log_dir);
+    Ok(cluster)
 }
 
 impl Cluster {
@@ -130,12 +130,6 @@ impl Cluster {
         })
     }
 
-    /// Creates a fresh, uniquely named namespace (`<prefix>-<random>`) for one test. See
-    /// [`TestNamespace`].
-    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, Error> {
-        TestNamespace::create(self, prefix).await
-    }
-
     /// Installs (server-side apply, forced, as `field_manager`) a CustomResourceDefinition and
     /// waits until the API server reports it `Established`, so the test can use its resource.
     pub async fn install_crd(
@@ -156,7 +150,7 @@ impl Cluster {
             source,
         })?;
         let what = format!("CustomResourceDefinition {name} to be established");
-        crate::await_condition(
+        crate::wait::await_condition(
             &crds,
             &name,
             CRD_ESTABLISH_TIMEOUT,

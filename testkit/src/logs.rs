@@ -1,7 +1,25 @@
 //! Tails of the control-plane component logs (`.local/logs/*.log`), printed when a test fails.
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The log directory of the cluster [`crate::cluster()`] attached to, once it has; kept here so
+/// that `wait` can print the logs on a timeout without depending on `cluster`.
+static CLUSTER_LOG_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Records the attached cluster's log directory (the first one recorded stays: there is one
+/// cluster per process).
+pub(crate) fn remember_cluster_log_dir(log_dir: &Path) {
+    if CLUSTER_LOG_DIR.get().is_none() {
+        let _ = CLUSTER_LOG_DIR.set(log_dir.to_owned());
+    }
+}
+
+/// The attached cluster's log directory, if [`crate::cluster()`] has succeeded in this process.
+pub(crate) fn cluster_log_dir() -> Option<&'static Path> {
+    CLUSTER_LOG_DIR.get().map(PathBuf::as_path)
+}
 
 /// Bytes read from the end of each log; enough for the requested lines of ordinary log output.
 const TAIL_BYTES: u64 = 256 * 1024;

@@ -44,8 +44,16 @@ impl std::fmt::Debug for TestNamespace {
     }
 }
 
+impl Cluster {
+    /// Creates a fresh, uniquely named namespace (`<prefix>-<random>`) for one test. See
+    /// [`TestNamespace`].
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, Error> {
+        TestNamespace::create(self, prefix).await
+    }
+}
+
 impl TestNamespace {
-    pub(crate) async fn create(cluster: &Cluster, prefix: &str) -> Result<TestNamespace, Error> {
+    async fn create(cluster: &Cluster, prefix: &str) -> Result<TestNamespace, Error> {
         let client = cluster.client()?;
         let prefix = sanitize(prefix);
         let name = format!("{prefix}-{}", unique_suffix());

@@ -51,9 +51,9 @@ where
             Err(_) => "the last check itself did not finish before the deadline".to_owned(),
         };
         if Instant::now() + POLL_INTERVAL >= deadline {
-            if let Some(cluster) = crate::cluster::current() {
+            if let Some(log_dir) = crate::logs::cluster_log_dir() {
                 eprintln!("testkit: timed out waiting for {what}");
-                cluster.dump_logs();
+                crate::logs::dump_logs(log_dir);
             }
             return Err(Error::Timeout {
                 what: what.to_owned(),
