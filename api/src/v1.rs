@@ -24,6 +24,8 @@ pub const CONDITION_AVAILABLE: &str = "Available";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 /// Condition type: running with reduced capacity or a refused change.
 pub const CONDITION_DEGRADED: &str = "Degraded";
+/// Condition type (only with `spec.backupSchedule`): the most recent backup run failed.
+pub const CONDITION_BACKUP_FAILED: &str = "BackupFailed";
 
 /// Desired state of a managed database.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -175,6 +177,25 @@ pub struct DatabaseStatus {
     /// Human-readable explanation of the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The version the pods run: set when every pod runs the StatefulSet's current template;
+    /// during a rolling update it stays the version the update started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The data volumes as their PVCs report them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+}
+
+/// Storage as the data PVCs report it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// The smallest capacity a data PVC reports (`status.capacity.storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
+    /// A data PVC asks for more than it has yet (a resize is under way or waiting).
+    #[serde(default)]
+    pub resize_pending: bool,
 }
 
 /// High-level lifecycle phase.

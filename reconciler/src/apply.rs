@@ -292,9 +292,13 @@ pub async fn act(db: &Database, ctx: &Context, mut actions: Actions) -> Result<A
         "ConfigMap",
         &desired::config_map_name(&db.name_any()),
     );
-    for svc in &actions.services {
+    for (i, svc) in actions.services.iter().enumerate() {
         let (applied, _) = apply_child::<Service>(db, ctx, "Service", svc).await?;
         written.note(applied, "Service", &svc.desired.name_any());
+        if i == 0 {
+            // The client Service exists now: clients can use the endpoints.
+            actions.observation.endpoints = actions.endpoints.clone();
+        }
     }
     if let Some(uid) = secret_uid {
         actions

@@ -114,6 +114,8 @@ pub struct Actions {
     /// Status inputs; `workload` is the observed one and is replaced by the StatefulSet the
     /// write returned when the StatefulSet is written.
     pub observation: Observation,
+    /// The endpoints to report once the client Service exists (it may be created now).
+    pub endpoints: Vec<String>,
 }
 
 impl Actions {
@@ -338,11 +340,52 @@ pub fn plan(
             });
         }
     }
-    let last_backup_time = if resolved.backup_schedule.is_some() {
+    let scheduled = resolved.backup_schedule.is_some();
+    let last_backup_time = if scheduled {
         last_successful_backup(&observed.backup_jobs)
     } else {
         None
     };
+    let backup_failure = if scheduled {
+        newest_backup_outcome(&observed.backup_jobs)
+    } else {
+        None
+    };
+    events.extend(backup_events(
+        db,
+        last_backup_time.as_ref(),
+        backup_failure.as_ref(),
+    ));
+    let unhealthy = match (&stall, &workload) {
+        (None, Some(w)) if w.current_revision == w.update_revision => {
+            unhealthy_replicas(&observed.pods)
+        }
+        _ => None,
+    };
+    if let Some(msg) = &unhealthy {
+        if is_new(prev_degraded.as_deref(), msg) {
+            events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: status::REASON_REPLICA_UNHEALTHY,
+                action: "Observe",
+                note: msg.clone(),
+            });
+        }
+    }
+    let running_version = match (&workload, observed_sts) {
+        (Some(w), Some(o))
+            if template_current
+                && w.observed_generation >= w.generation
+                && w.update_revision.is_some()
+                && w.current_revision == w.update_revision
+                && w.updated_replicas >= w.replicas =>
+        {
+            o.annotations().get(desired::ANNOTATION_VERSION).cloned()
+        }
+        _ => None,
+    };
+    let endpoints = desired::endpoints(db, &resolved);
+    let service_exists = observed.services[0].1.ours().is_some();
     let observation = Observation {
         generation: db.metadata.generation,
         desired_replicas: resolved.replicas,
@@ -350,9 +393,17 @@ pub fn plan(
         refusal: None,
         stalled_rollout: stalled,
         problems,
-        endpoints: desired::endpoints(db, &resolved),
+        endpoints: if service_exists {
+            endpoints.clone()
+        } else {
+            Vec::new()
+        },
         last_backup_time,
         terminating: None,
+        unhealthy,
+        running_version,
+        storage: storage_status(&observed.pvcs),
+        backup_failure,
     };
     Ok(Plan::Act(Box::new(Actions {
         resolved,
@@ -364,7 +415,160 @@ pub fn plan(
         growth,
         events,
         observation,
+        endpoints,
     })))
+}
+
+/// Pods that crashed or turned unready while no rollout runs: `pod (why)` for each.
+fn unhealthy_replicas(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<String> {
+    let bad: Vec<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let st = p.status.as_ref();
+            let ready = st
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "True");
+            let restarted = st
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.restart_count > 0 && !c.ready));
+            !ready && restarted
+        })
+        .map(|p| match status::unready_reason(p) {
+            Some(why) => format!("{} ({why})", p.name_any()),
+            None => p.name_any(),
+        })
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "replica {} crashed and is not ready (no rollout is running)",
+            bad.join(", ")
+        )
+    })
+}
+
+/// The smallest capacity the data PVCs report, and whether one asks for more than it has.
+fn storage_status(pvcs: &[PersistentVolumeClaim]) -> Option<api::v1::StorageStatus> {
+    if pvcs.is_empty() {
+        return None;
+    }
+    let capacity = |p: &PersistentVolumeClaim| {
+        p.status
+            .as_ref()?
+            .capacity
+            .as_ref()?
+            .get("storage")
+            .cloned()
+    };
+    let smallest = pvcs
+        .iter()
+        .filter_map(|p| {
+            let q = capacity(p)?;
+            Some((api::quantity::parse_bytes(&q).ok()?, q.0))
+        })
+        .min_by_key(|(bytes, _)| *bytes)
+        .map(|(_, text)| text);
+    let resize_pending = pvcs.iter().any(|p| {
+        let asked = claim_storage(p).and_then(|q| api::quantity::parse_bytes(q).ok());
+        let has = capacity(p).and_then(|q| api::quantity::parse_bytes(&q).ok());
+        let resizing = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.status == "True"
+                        && (c.type_ == "Resizing" || c.type_ == "FileSystemResizePending")
+                })
+            });
+        resizing || matches!((asked, has), (Some(a), Some(h)) if a > h)
+    });
+    Some(api::v1::StorageStatus {
+        capacity: smallest,
+        resize_pending,
+    })
+}
+
+/// When a backup Job finished (completion, or its Failed condition), and whether it failed
+/// (with the reason the Job gives).
+fn finished(job: &k8s_openapi::api::batch::v1::Job) -> Option<(Timestamp, Option<String>)> {
+    let st = job.status.as_ref()?;
+    if st.succeeded.unwrap_or(0) > 0 {
+        return Some((st.completion_time.as_ref()?.0, None));
+    }
+    let failed = st
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+    let at = failed
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| st.start_time.as_ref().map(|t| t.0))?;
+    let why = [failed.reason.as_deref(), failed.message.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": ");
+    Some((
+        at,
+        Some(format!(
+            "backup Job {} failed{}",
+            job.name_any(),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            }
+        )),
+    ))
+}
+
+/// The newest finished backup: `Some(None)` succeeded, `Some(Some(why))` failed.
+fn newest_backup_outcome(jobs: &[k8s_openapi::api::batch::v1::Job]) -> Option<Option<String>> {
+    jobs.iter()
+        .filter_map(finished)
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, failure)| failure)
+}
+
+/// A Normal event for a backup newer than the status knows, a Warning for a newly failed one.
+fn backup_events(
+    db: &Database,
+    last_success: Option<&Time>,
+    failure: Option<&Option<String>>,
+) -> Vec<PlannedEvent> {
+    let prev = db.status.as_ref();
+    let mut out = Vec::new();
+    if let Some(t) = last_success {
+        if prev
+            .and_then(|s| s.last_backup_time.as_ref())
+            .is_none_or(|p| p.0 < t.0)
+        {
+            out.push(PlannedEvent {
+                type_: EventType::Normal,
+                reason: "BackupSucceeded",
+                action: "Backup",
+                note: format!("backup completed at {}", t.0),
+            });
+        }
+    }
+    if let Some(Some(why)) = failure {
+        let already = prev
+            .and_then(|s| status::find(s, api::v1::CONDITION_BACKUP_FAILED))
+            .is_some_and(|c| c.status == "True" && &c.message == why);
+        if !already {
+            out.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: status::REASON_BACKUP_FAILED,
+                action: "Backup",
+                note: why.clone(),
+            });
+        }
+    }
+    out
 }
 
 fn set_annotation(meta: &mut ObjectMeta, key: &str, value: String) {
@@ -1032,6 +1236,207 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn crashed(mut p: Pod) -> Pod {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
+        if let Some(st) = p.status.as_mut() {
+            st.container_statuses = Some(vec![ContainerStatus {
+                name: "postgres".into(),
+                ready: false,
+                restart_count: 3,
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("CrashLoopBackOff".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]);
+        }
+        p
+    }
+
+    fn condition<'a>(st: &'a api::v1::DatabaseStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = status::find(st, type_).expect(type_);
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn status_tells_the_truth_about_what_runs() {
+        let d = db("orders", spec(Engine::Postgres, 2));
+        // A replica that crashed while no rollout runs: Degraded, not Progressing.
+        let mut observed = running(&d, 1, "r1", "r1");
+        observed.pods = vec![
+            pod("orders-0", "r1", true, 900),
+            crashed(pod("orders-1", "r1", false, 30)),
+        ];
+        let a = act(plan(&d, &observed, &Catalog::builtin(), &settings(), now()).unwrap());
+        let st = status::compute(None, &a.observation, now());
+        assert_eq!(
+            condition(&st, CONDITION_DEGRADED),
+            ("True", status::REASON_REPLICA_UNHEALTHY)
+        );
+        assert_eq!(
+            condition(&st, "Progressing"),
+            ("False", status::REASON_REPLICA_UNHEALTHY)
+        );
+        assert!(
+            st.message
+                .as_deref()
+                .unwrap_or("")
+                .contains("orders-1 (container postgres: CrashLoopBackOff"),
+            "{st:?}"
+        );
+        assert_eq!(reasons(&a), vec![status::REASON_REPLICA_UNHEALTHY]);
+
+        // All pods on the current template: the version is the StatefulSet's; the endpoints
+        // are reported because the client Service exists.
+        let converged = running(&d, 2, "r1", "r1");
+        let a = act(plan(&d, &converged, &Catalog::builtin(), &settings(), now()).unwrap());
+        let st = status::compute(None, &a.observation, now());
+        assert_eq!(
+            st.version.as_deref(),
+            Some(a.resolved.version.to_string().as_str())
+        );
+        assert_eq!(st.endpoints, vec!["orders.shop.svc:5432"]);
+
+        // Mid-rollout to another version: the status keeps the version the pods still run.
+        let mut newer = d.clone();
+        newer.spec.config = Some(BTreeMap::from([("work_mem".to_owned(), "8MB".to_owned())]));
+        let prev = api::v1::DatabaseStatus {
+            version: Some("15.0.0".to_owned()),
+            ..Default::default()
+        };
+        let a = act(plan(
+            &newer,
+            &running(&newer, 1, "r1", "r2"),
+            &Catalog::builtin(),
+            &settings(),
+            now(),
+        )
+        .unwrap());
+        assert_eq!(
+            status::compute(Some(&prev), &a.observation, now())
+                .version
+                .as_deref(),
+            Some("15.0.0")
+        );
+
+        // Nothing exists yet: no endpoints until the client Service does.
+        let first = act(plan(
+            &d,
+            &Observed::nothing("orders"),
+            &Catalog::builtin(),
+            &settings(),
+            now(),
+        )
+        .unwrap());
+        assert!(first.observation.endpoints.is_empty());
+        assert_eq!(first.endpoints, vec!["orders.shop.svc:5432"]);
+    }
+
+    #[test]
+    fn storage_status_reports_the_smallest_capacity_and_pending_resizes() {
+        let with_capacity = |mut p: PersistentVolumeClaim, cap: &str| {
+            if let Some(st) = p.status.as_mut() {
+                st.capacity = Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(cap.to_owned()),
+                )]));
+            }
+            p
+        };
+        let done = [with_capacity(
+            pvc("data-orders-0", "grows", "10Gi", true),
+            "10Gi",
+        )];
+        assert_eq!(
+            storage_status(&done),
+            Some(api::v1::StorageStatus {
+                capacity: Some("10Gi".into()),
+                resize_pending: false
+            })
+        );
+        let growing = [
+            with_capacity(pvc("data-orders-0", "grows", "20Gi", true), "10Gi"),
+            with_capacity(pvc("data-orders-1", "grows", "20Gi", true), "20Gi"),
+        ];
+        assert_eq!(
+            storage_status(&growing),
+            Some(api::v1::StorageStatus {
+                capacity: Some("10Gi".into()),
+                resize_pending: true
+            })
+        );
+        assert_eq!(storage_status(&[]), None);
+    }
+
+    #[test]
+    fn backup_outcomes_set_the_condition_and_are_announced_once() {
+        use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+        let job = |name: &str, ok: bool, secs: i64| Job {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(JobStatus {
+                succeeded: ok.then_some(1),
+                completion_time: ok.then(|| ago(secs)),
+                conditions: (!ok).then(|| {
+                    vec![JobCondition {
+                        type_: "Failed".into(),
+                        status: "True".into(),
+                        reason: Some("BackoffLimitExceeded".into()),
+                        message: Some("Job has reached the specified backoff limit".into()),
+                        last_transition_time: Some(ago(secs)),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut s = spec(Engine::Postgres, 1);
+        s.backup_schedule = Some("0 3 * * *".to_owned());
+        let mut d = db("orders", s);
+        let mut observed = running(&d, 1, "r1", "r1");
+        observed.backup_jobs = vec![
+            job("orders-backup-1", true, 600),
+            job("orders-backup-2", false, 60),
+        ];
+        let a = act(plan(&d, &observed, &Catalog::builtin(), &settings(), now()).unwrap());
+        let st = status::compute(None, &a.observation, now());
+        assert_eq!(
+            condition(&st, api::v1::CONDITION_BACKUP_FAILED),
+            ("True", status::REASON_BACKUP_FAILED)
+        );
+        assert!(status::find(&st, api::v1::CONDITION_BACKUP_FAILED)
+            .unwrap()
+            .message
+            .contains("orders-backup-2 failed (BackoffLimitExceeded"));
+        assert_eq!(
+            st.last_backup_time,
+            Some(ago(600)),
+            "only a succeeded Job counts"
+        );
+        assert_eq!(
+            reasons(&a),
+            vec!["BackupSucceeded", status::REASON_BACKUP_FAILED]
+        );
+        d.status = Some(st);
+        let again = act(plan(&d, &observed, &Catalog::builtin(), &settings(), now()).unwrap());
+        assert_eq!(reasons(&again), Vec::<&str>::new(), "said once");
+        // A later success clears the condition.
+        observed.backup_jobs.push(job("orders-backup-3", true, 5));
+        let later = act(plan(&d, &observed, &Catalog::builtin(), &settings(), now()).unwrap());
+        let st = status::compute(d.status.as_ref(), &later.observation, now());
+        assert_eq!(
+            condition(&st, api::v1::CONDITION_BACKUP_FAILED),
+            ("False", "BackupSucceeded")
+        );
+        assert_eq!(reasons(&later), vec!["BackupSucceeded"]);
     }
 
     fn pvc(name: &str, class: &str, size: &str, bound: bool) -> PersistentVolumeClaim {

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use api::v1::{
-    DatabaseStatus, Phase, CONDITION_AVAILABLE, CONDITION_DEGRADED, CONDITION_PROGRESSING,
-    CONDITION_READY,
+    DatabaseStatus, Phase, CONDITION_AVAILABLE, CONDITION_BACKUP_FAILED, CONDITION_DEGRADED,
+    CONDITION_PROGRESSING, CONDITION_READY,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -70,7 +70,19 @@ pub struct Observation {
     pub last_backup_time: Option<Time>,
     /// Set while the finalizer's cleanup runs: what it is doing or waiting for.
     pub terminating: Option<String>,
+    /// A replica crashed or became unready while no rollout runs.
+    pub unhealthy: Option<String>,
+    /// The version every pod runs, when they all run the current template.
+    pub running_version: Option<String>,
+    /// What the data PVCs report.
+    pub storage: Option<api::v1::StorageStatus>,
+    /// With a backup schedule: the newest finished backup Job failed (`Some(message)`) or
+    /// succeeded (`None`); unset without a schedule or before any backup finished.
+    pub backup_failure: Option<Option<String>>,
 }
+
+pub const REASON_REPLICA_UNHEALTHY: &str = "ReplicaUnhealthy";
+pub const REASON_BACKUP_FAILED: &str = "BackupFailed";
 
 fn is_pod_ready(pod: &Pod) -> Option<(bool, Option<Timestamp>)> {
     let conds = pod.status.as_ref()?.conditions.as_ref()?;
@@ -300,6 +312,12 @@ pub fn compute(prev: Option<&DatabaseStatus>, obs: &Observation, now: Timestamp)
             message: msg.clone(),
         });
     }
+    if let Some(msg) = &obs.unhealthy {
+        problems.push(Problem {
+            reason: REASON_REPLICA_UNHEALTHY,
+            message: msg.clone(),
+        });
+    }
     problems.extend(obs.problems.iter().cloned());
     let problem_message = problems
         .iter()
@@ -362,6 +380,13 @@ pub fn compute(prev: Option<&DatabaseStatus>, obs: &Observation, now: Timestamp)
             REASON_ROLLOUT_STALLED,
             msg.clone(),
         )
+    } else if let Some(msg) = &obs.unhealthy {
+        condition(
+            CONDITION_PROGRESSING,
+            false,
+            REASON_REPLICA_UNHEALTHY,
+            msg.clone(),
+        )
     } else if is_converged {
         condition(
             CONDITION_PROGRESSING,
@@ -387,8 +412,23 @@ pub fn compute(prev: Option<&DatabaseStatus>, obs: &Observation, now: Timestamp)
         ),
     };
 
+    let backup = obs.backup_failure.as_ref().map(|failure| match failure {
+        Some(msg) => condition(
+            CONDITION_BACKUP_FAILED,
+            true,
+            REASON_BACKUP_FAILED,
+            msg.clone(),
+        ),
+        None => condition(
+            CONDITION_BACKUP_FAILED,
+            false,
+            "BackupSucceeded",
+            "the most recent backup succeeded".to_owned(),
+        ),
+    });
     let conditions = [ready_cond, available, progressing, degraded]
         .into_iter()
+        .chain(backup)
         .map(|mut c| {
             c.observed_generation = obs.generation;
             let previous = prev.and_then(|s| s.conditions.iter().find(|p| p.type_ == c.type_));
@@ -439,6 +479,11 @@ pub fn compute(prev: Option<&DatabaseStatus>, obs: &Observation, now: Timestamp)
         last_backup_time,
         endpoints: obs.endpoints.clone(),
         message: Some(message),
+        version: obs
+            .running_version
+            .clone()
+            .or_else(|| prev.and_then(|s| s.version.clone())),
+        storage: obs.storage.clone(),
     }
 }
 
