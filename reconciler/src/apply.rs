@@ -1,12 +1,11 @@
 //! Apply: carries out a [`Plan`](crate::plan::Plan). Every request the reconciler makes for a
 //! Database that is not being deleted is made here, and only for what the plan says changed.
 //!
-//! Ownership is a hard line here too. A child the caches do not show is created with a
-//! server-side apply that carries a fresh random uid: on an absent name it creates (the server
-//! assigns the real uid), while over an object someone else created since (or one without our
-//! labels, which the label-filtered caches do not show) it is refused because `metadata.uid` is
-//! immutable. Only then is the object read, to tell ours (labels edited away: restored) from a
-//! foreign one (a name conflict, left alone).
+//! Ownership is a hard line here too. A child the caches do not show is created with a POST,
+//! never an apply: an apply creates or updates alike, so it would take over an object someone
+//! created under the name since we looked, while a POST fails with 409. Only then is the object
+//! read, to tell ours (labels edited away: restored) from a foreign one (a name conflict, left
+//! alone). Applies over our own children carry the observed uid.
 
 use std::fmt::Debug;
 
@@ -60,20 +59,6 @@ impl Written {
     }
 }
 
-/// A uid no object has: see the module documentation.
-fn fresh_uid() -> String {
-    let b = rand::random::<u128>().to_be_bytes();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
 fn name_conflict(db: &Database, kind: &'static str, child: &str) -> Error {
     Error::NameConflict(ownership::conflict_message(
         &db.name_any(),
@@ -111,48 +96,115 @@ where
     let name = child.desired.meta().name.clone().unwrap_or_default();
     let ns = child.desired.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut body = child.desired.clone();
-    let applied = match &child.observed {
-        Some(o) => {
-            if let (Ok(d), Ok(o)) = (
-                serde_json::to_value(&child.desired),
-                serde_json::to_value(o),
-            ) {
-                info!(kind, child = %name, field = drift::first_difference(&d, &o).unwrap_or_default(), "child drifted from desired state");
-            }
-            body.meta_mut().uid = o.meta().uid.clone();
-            Applied::Updated
-        }
+    let (applied, observed) = match &child.observed {
+        Some(o) => (Applied::Updated, o.clone()),
         None => {
-            body.meta_mut().uid = Some(fresh_uid());
-            Applied::Created
-        }
-    };
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let result = match api.patch(&name, &params, &Patch::Apply(&body)).await {
-        Ok(obj) => obj,
-        Err(e) if is_uid_mismatch(&e) && applied == Applied::Created => {
-            // Something is under the name that the caches do not show: look at it.
-            let existing = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| Error::kube("get", kind, &ns, &name, e))?;
-            match existing {
-                Some(x) if controlled_by(x.meta(), db) => {
-                    body.meta_mut().uid = x.meta().uid.clone();
-                    api.patch(&name, &params, &Patch::Apply(&body))
-                        .await
-                        .map_err(|e| apply_error(e, kind, &ns, &name))?
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..Default::default()
+            };
+            match api.create(&pp, &child.desired).await {
+                Ok(created) => {
+                    ctx.expectations.wrote(
+                        kind,
+                        &ns,
+                        &name,
+                        created.meta().resource_version.as_deref(),
+                    );
+                    return Ok((Applied::Created, Some(created)));
                 }
-                Some(_) => return Err(name_conflict(db, kind, &name)),
-                None => return Err(Error::Stale(format!("{kind} {ns}/{name}"))),
+                Err(e) if is_already_exists(&e) => {
+                    // Something is under the name that the caches do not show: look at it.
+                    match api
+                        .get_opt(&name)
+                        .await
+                        .map_err(|e| Error::kube("get", kind, &ns, &name, e))?
+                    {
+                        Some(x) if controlled_by(x.meta(), db) => (Applied::Updated, x),
+                        Some(_) => return Err(name_conflict(db, kind, &name)),
+                        None => return Err(Error::Stale(format!("{kind} {ns}/{name}"))),
+                    }
+                }
+                Err(e) => return Err(Error::kube("create", kind, &ns, &name, e)),
             }
         }
-        Err(e) => return Err(apply_error(e, kind, &ns, &name)),
     };
+    if let (Ok(d), Ok(o)) = (
+        serde_json::to_value(&child.desired),
+        serde_json::to_value(&observed),
+    ) {
+        info!(kind, child = %name, field = drift::first_difference(&d, &o).unwrap_or_default(), "child drifted from desired state");
+    }
+    adopt_created_fields(&api, kind, &ns, &name, &observed).await?;
+    // Over an observed (ours) object the apply carries its uid: if the object under this name
+    // was replaced since we read it, the server refuses instead of letting us take it over.
+    let mut body = child.desired.clone();
+    body.meta_mut().uid = observed.meta().uid.clone();
+    let result = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| apply_error(e, kind, &ns, &name))?;
     ctx.expectations
         .wrote(kind, &ns, &name, result.meta().resource_version.as_deref());
     Ok((applied, Some(result)))
+}
+
+/// A child we created with a POST has its fields under an `Update` entry of our manager; before
+/// the first apply over it, that entry becomes our `Apply` entry (as if the object had been
+/// applied), so the apply can drop fields we stop setting. Guarded by the resourceVersion we
+/// observed. Done at the first drift, not at creation: most children never drift, so creating
+/// costs one request.
+async fn adopt_created_fields<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    ns: &str,
+    name: &str,
+    observed: &K,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let entries = observed.meta().managed_fields.as_deref().unwrap_or_default();
+    if !entries.iter().any(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Update")
+    }) {
+        return Ok(());
+    }
+    let upgraded: Vec<_> = entries
+        .iter()
+        .cloned()
+        .map(|mut m| {
+            if m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Update")
+            {
+                m.operation = Some("Apply".to_owned());
+            }
+            m
+        })
+        .collect();
+    let patch = json!({"metadata": {
+        "resourceVersion": observed.meta().resource_version,
+        "managedFields": upgraded,
+    }});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Changed since we read it: look again.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(Error::Stale(format!("{kind} {ns}/{name}")))
+        }
+        Err(e) => {
+            // Only field ownership is at stake: the apply co-owns the fields instead.
+            warn!(kind, child = %name, error = %e, "could not record the created child's fields as applied");
+            Ok(())
+        }
+    }
 }
 
 /// An apply guarded by a uid that found another object under the name is stale, not rejected:
@@ -581,20 +633,5 @@ pub async fn remove_finalizer(db: &Database, ctx: &Context) -> Result<(), Error>
                 e,
             )),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fresh_uids_look_like_uuids_and_differ() {
-        let a = fresh_uid();
-        let b = fresh_uid();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(a.matches('-').count(), 4);
-        assert_eq!(&a[14..15], "4");
     }
 }

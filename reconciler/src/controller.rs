@@ -55,8 +55,8 @@ fn instance_owner<K: Resource>(obj: K) -> Option<ObjectRef<Database>> {
     Some(ObjectRef::new(&name).within(&ns))
 }
 
-/// A watch that feeds `writer`'s cache and yields the objects it touched, without their
-/// managedFields (nothing here reads them; they are most of an object's size).
+/// A watch that feeds `writer`'s cache and yields the objects it touched, keeping of their
+/// managedFields only this controller's entries (the rest is most of an object's size).
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -73,7 +73,11 @@ where
 {
     watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .modify(|o: &mut K| {
+            if let Some(m) = o.meta_mut().managed_fields.as_mut() {
+                m.retain(|e| e.manager.as_deref() == Some(crate::FIELD_MANAGER));
+            }
+        })
         .reflect(writer)
         .touched_objects()
 }
