@@ -39,6 +39,9 @@ pub struct Stores {
     pub jobs: Store<Job>,
     pub storage_classes: Store<StorageClass>,
     pub names: NameStores,
+    /// Set once every cache had its initial list (one waiter on the stores' own readiness,
+    /// which wakes only the last of several concurrent waiters).
+    ready: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// Which names are taken, whoever took them: metadata-only caches of every object of the kinds
@@ -115,6 +118,7 @@ pub fn caches() -> (Stores, Writers) {
                 cronjobs: n_cj,
                 pvcs: n_pvc,
             },
+            ready: Default::default(),
         },
         Writers {
             statefulsets: w_sts,
@@ -143,6 +147,10 @@ impl Stores {
     /// for good). StorageClasses are not waited for: a namespace-scoped install may not be
     /// allowed to read them, and then no PVC is grown (status says why).
     pub async fn ready(&self) -> bool {
+        *self.ready.get_or_init(|| self.wait_all()).await
+    }
+
+    async fn wait_all(&self) -> bool {
         self.statefulsets.wait_until_ready().await.is_ok()
             && self.services.wait_until_ready().await.is_ok()
             && self.configmaps.wait_until_ready().await.is_ok()
