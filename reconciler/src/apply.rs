@@ -30,7 +30,7 @@ use crate::error::{
     classify_finalizer_patch_error, is_already_exists, is_not_found, Error, FinalizerPatchFailure,
 };
 use crate::ownership::{self, backup_pvc_is_ours, controlled_by, Conflict};
-use crate::plan::{Actions, BackupStep, Child, PlannedEvent, SecretStep};
+use crate::plan::{Actions, BackupStep, Child, PdbStep, PlannedEvent, SecretStep};
 use crate::status;
 use crate::{FIELD_MANAGER, FINALIZER};
 
@@ -168,7 +168,11 @@ async fn adopt_created_fields<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    let entries = observed.meta().managed_fields.as_deref().unwrap_or_default();
+    let entries = observed
+        .meta()
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default();
     if !entries.iter().any(|m| {
         m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Update")
     }) {
@@ -369,6 +373,29 @@ pub async fn act(db: &Database, ctx: &Context, mut actions: Actions) -> Result<A
         actions.observation.workload = sts.as_ref().map(status::WorkloadStatus::from_statefulset);
     }
 
+    match &actions.pdb {
+        PdbStep::Nothing => {}
+        PdbStep::Apply(child) => {
+            let (applied, _) = apply_child(db, ctx, "PodDisruptionBudget", child.as_ref()).await?;
+            written.note(applied, "PodDisruptionBudget", &db.name_any());
+        }
+        PdbStep::Delete { uid } => {
+            let ns = db.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+            let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+                Api::namespaced(ctx.client.clone(), &ns);
+            if delete_guarded(
+                &api,
+                "PodDisruptionBudget",
+                &ns,
+                &db.name_any(),
+                uid.clone(),
+            )
+            .await?
+            {
+                info!("deleted PodDisruptionBudget (one replica)");
+            }
+        }
+    }
     backup(db, ctx, &actions.backup, &mut written).await?;
     grow(db, ctx, &actions).await?;
 

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -148,6 +149,11 @@ pub async fn run_controller(
             api::<CronJob>(&client, ns),
             children.clone(),
             w.cronjobs,
+        ))
+        .owns_stream(cached_watch(
+            api::<PodDisruptionBudget>(&client, ns),
+            children.clone(),
+            w.pdbs,
         ))
         // Pods (readiness, crashes), PVCs (capacity, resize) and backup Jobs (status
         // lastBackupTime) are not owned by the Database: mapped to it by their instance label.

@@ -411,6 +411,13 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
                         empty_dir(TMP_VOLUME),
                         empty_dir(RUN_VOLUME),
                     ]),
+                    affinity: Some(
+                        resolved
+                            .scheduling
+                            .affinity
+                            .clone()
+                            .unwrap_or_else(|| default_affinity(&p.name)),
+                    ),
                     ..pod_base(&resolved.scheduling)
                 }),
             },
@@ -419,6 +426,63 @@ pub fn desired_statefulset(db: &Database, resolved: &ResolvedSpec) -> Result<Sta
         }),
         status: None,
     })
+}
+
+/// With more than one replica, a PodDisruptionBudget `<name>` that lets voluntary disruptions
+/// (node drains) take at most one database pod at a time; none for a single replica (it would
+/// block every drain).
+pub fn desired_pdb(
+    db: &Database,
+    resolved: &ResolvedSpec,
+) -> Result<Option<k8s_openapi::api::policy::v1::PodDisruptionBudget>, Error> {
+    use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+    if resolved.replicas <= 1 {
+        return Ok(None);
+    }
+    let p = parent(db)?;
+    Ok(Some(PodDisruptionBudget {
+        metadata: meta(
+            &p,
+            p.name.clone(),
+            common_labels(&p.name, resolved, COMPONENT_DATABASE),
+        ),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&p.name)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }))
+}
+
+/// Without an affinity in `spec.scheduling`: prefer one database pod per node, so a node's loss
+/// takes one replica (preferred, not required, so a small cluster still runs every replica).
+fn default_affinity(name: &str) -> k8s_openapi::api::core::v1::Affinity {
+    use k8s_openapi::api::core::v1::{
+        Affinity, PodAffinityTerm, PodAntiAffinity, WeightedPodAffinityTerm,
+    };
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(name)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Client Service `<name>` and the StatefulSet's governing headless Service `<name>-headless`.
@@ -605,6 +669,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn replicas_spread_over_nodes_by_default_and_a_pdb_guards_more_than_one() {
+        let single = db("orders", spec(api::v1::Engine::Postgres, 1));
+        assert!(desired_pdb(&single, &resolved(&single)).unwrap().is_none());
+        let three = db("orders", spec(api::v1::Engine::Postgres, 3));
+        let pdb = desired_pdb(&three, &resolved(&three))
+            .unwrap()
+            .expect("a PDB");
+        let pdb_spec = pdb.spec.unwrap();
+        assert_eq!(pdb_spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            pdb_spec.selector.unwrap().match_labels,
+            Some(selector_labels("orders"))
+        );
+        assert_eq!(pdb.metadata.owner_references.unwrap()[0].kind, "Database");
+        let sts = desired_statefulset(&three, &resolved(&three)).unwrap();
+        let affinity = sts.spec.unwrap().template.spec.unwrap().affinity.unwrap();
+        let term = &affinity
+            .pod_anti_affinity
+            .unwrap()
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap()[0];
+        assert_eq!(
+            term.pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            term.pod_affinity_term
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels,
+            Some(selector_labels("orders"))
+        );
+    }
+
+    #[test]
     fn scheduling_is_copied_into_the_database_and_backup_pod_templates() {
         let scheduling: api::v1::Scheduling = serde_json::from_value(serde_json::json!({
             "nodeSelector": {"disktype": "ssd"},
@@ -632,7 +732,7 @@ pub(crate) mod tests {
                 scheduling.topology_spread_constraints
             );
         }
-        // without spec.scheduling the pod templates carry no placement at all
+        // without spec.scheduling the pod templates carry no placement but the default spread
         let plain = db("plain", spec(api::v1::Engine::Postgres, 1));
         let pod = desired_statefulset(&plain, &resolved(&plain))
             .unwrap()
@@ -642,7 +742,8 @@ pub(crate) mod tests {
             .spec
             .unwrap();
         assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
-        assert!(pod.affinity.is_none() && pod.topology_spread_constraints.is_none());
+        assert!(pod.topology_spread_constraints.is_none());
+        assert_eq!(pod.affinity, Some(default_affinity("plain")));
     }
 
     #[test]

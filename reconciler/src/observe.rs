@@ -15,6 +15,7 @@ use api::v1::Database;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -38,6 +39,7 @@ pub struct Stores {
     pub pods: Store<Pod>,
     pub jobs: Store<Job>,
     pub storage_classes: Store<StorageClass>,
+    pub pdbs: Store<PodDisruptionBudget>,
     pub names: NameStores,
     /// Set once every cache had its initial list (one waiter on the stores' own readiness,
     /// which wakes only the last of several concurrent waiters).
@@ -56,6 +58,7 @@ pub struct NameStores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub cronjobs: Store<PartialObjectMeta<CronJob>>,
     pub pvcs: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+    pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
 }
 
 /// Write halves of [`NameStores`].
@@ -66,6 +69,7 @@ pub struct NameWriters {
     pub secrets: Writer<PartialObjectMeta<Secret>>,
     pub cronjobs: Writer<PartialObjectMeta<CronJob>>,
     pub pvcs: Writer<PartialObjectMeta<PersistentVolumeClaim>>,
+    pub pdbs: Writer<PartialObjectMeta<PodDisruptionBudget>>,
 }
 
 /// Write halves, fed by the controller's watches.
@@ -79,6 +83,7 @@ pub struct Writers {
     pub pods: Writer<Pod>,
     pub jobs: Writer<Job>,
     pub storage_classes: Writer<StorageClass>,
+    pub pdbs: Writer<PodDisruptionBudget>,
     pub names: NameWriters,
 }
 
@@ -99,6 +104,8 @@ pub fn caches() -> (Stores, Writers) {
     let (n_secret, nw_secret) = reflector::store();
     let (n_cj, nw_cj) = reflector::store();
     let (n_pvc, nw_pvc) = reflector::store();
+    let (pdbs, w_pdb) = reflector::store();
+    let (n_pdb, nw_pdb) = reflector::store();
     (
         Stores {
             statefulsets,
@@ -110,6 +117,7 @@ pub fn caches() -> (Stores, Writers) {
             pods,
             jobs,
             storage_classes,
+            pdbs,
             names: NameStores {
                 statefulsets: n_sts,
                 services: n_svc,
@@ -117,6 +125,7 @@ pub fn caches() -> (Stores, Writers) {
                 secrets: n_secret,
                 cronjobs: n_cj,
                 pvcs: n_pvc,
+                pdbs: n_pdb,
             },
             ready: Default::default(),
         },
@@ -130,6 +139,7 @@ pub fn caches() -> (Stores, Writers) {
             pods: w_pod,
             jobs: w_job,
             storage_classes: w_sc,
+            pdbs: w_pdb,
             names: NameWriters {
                 statefulsets: nw_sts,
                 services: nw_svc,
@@ -137,6 +147,7 @@ pub fn caches() -> (Stores, Writers) {
                 secrets: nw_secret,
                 cronjobs: nw_cj,
                 pvcs: nw_pvc,
+                pdbs: nw_pdb,
             },
         },
     )
@@ -159,6 +170,8 @@ impl Stores {
             && self.pvcs.wait_until_ready().await.is_ok()
             && self.pods.wait_until_ready().await.is_ok()
             && self.jobs.wait_until_ready().await.is_ok()
+            && self.pdbs.wait_until_ready().await.is_ok()
+            && self.names.pdbs.wait_until_ready().await.is_ok()
             && self.names.statefulsets.wait_until_ready().await.is_ok()
             && self.names.services.wait_until_ready().await.is_ok()
             && self.names.configmaps.wait_until_ready().await.is_ok()
@@ -211,6 +224,8 @@ pub struct Observed {
     pub cronjob: Found<CronJob>,
     /// Looked at only with a backup schedule (`Absent` otherwise).
     pub backup_pvc: Found<PersistentVolumeClaim>,
+    /// The PodDisruptionBudget `<name>`.
+    pub pdb: Found<PodDisruptionBudget>,
     /// Pods of the Database's StatefulSet selector.
     pub pods: Vec<Pod>,
     /// Backup Jobs of this Database.
@@ -240,6 +255,7 @@ impl Observed {
             ],
             cronjob: Found::Absent,
             backup_pvc: Found::Absent,
+            pdb: Found::Absent,
             pods: Vec::new(),
             backup_jobs: Vec::new(),
             expandable: BTreeMap::new(),
@@ -254,6 +270,7 @@ impl Observed {
     pub fn conflicts(&self, db: &Database) -> Vec<Conflict> {
         let name = db.name_any();
         let wants_backup = db.spec.backup_schedule.is_some();
+        let wants_pdb = db.spec.replicas.unwrap_or(1) > 1;
         let mut out = Vec::new();
         for (svc_name, svc) in &self.services {
             if svc.is_foreign() {
@@ -284,6 +301,11 @@ impl Observed {
                 self.backup_pvc.is_foreign(),
                 "PersistentVolumeClaim",
                 desired::backup_pvc_name(&name),
+            ),
+            (
+                wants_pdb && self.pdb.is_foreign(),
+                "PodDisruptionBudget",
+                name.clone(),
             ),
         ];
         for (foreign, kind, child) in rows {
@@ -365,6 +387,9 @@ pub fn observe(db: &Database, stores: &Stores) -> Observed {
         cached(&stores.cronjobs, &ns, &desired::backup_cronjob_name(&name)),
         |c| controlled_by(&c.metadata, db),
     );
+    let pdb = Found::classify(cached(&stores.pdbs, &ns, &name), |p| {
+        controlled_by(&p.metadata, db)
+    });
     let backup_pvc = if db.spec.backup_schedule.is_some() {
         Found::classify(
             cached(&stores.pvcs, &ns, &desired::backup_pvc_name(&name)),
@@ -413,7 +438,14 @@ pub fn observe(db: &Database, stores: &Stores) -> Observed {
     let config_name = desired::config_map_name(&name);
     let cronjob_name = desired::backup_cronjob_name(&name);
     let backup_pvc_name = desired::backup_pvc_name(&name);
-    let candidates: [(bool, bool, &'static str, &String); 7] = [
+    let wants_pdb = db.spec.replicas.unwrap_or(1) > 1;
+    let candidates: [(bool, bool, &'static str, &String); 8] = [
+        (
+            wants_pdb && matches!(pdb, Found::Absent),
+            taken(&n.pdbs, &ns, &name),
+            "PodDisruptionBudget",
+            &name,
+        ),
         (
             matches!(statefulset, Found::Absent),
             taken(&n.statefulsets, &ns, &name),
@@ -464,6 +496,7 @@ pub fn observe(db: &Database, stores: &Stores) -> Observed {
         .collect();
     Observed {
         unknown,
+        pdb,
         statefulset,
         pvcs,
         secret,
@@ -537,6 +570,11 @@ pub async fn look_up_unknown(
             "CronJob" => {
                 observed.cronjob = Found::classify(get(client, &ns, &child).await?, |c| {
                     controlled_by(&c.metadata, db)
+                });
+            }
+            "PodDisruptionBudget" => {
+                observed.pdb = Found::classify(get(client, &ns, &child).await?, |p| {
+                    controlled_by(&p.metadata, db)
                 });
             }
             "PersistentVolumeClaim" => {
@@ -638,6 +676,11 @@ impl Expectations {
                 "CronJob",
                 desired::backup_cronjob_name(&name),
                 observed.cronjob.ours().and_then(|s| rv(&s.metadata)),
+            ),
+            (
+                "PodDisruptionBudget",
+                name.clone(),
+                observed.pdb.ours().and_then(|s| rv(&s.metadata)),
             ),
         ];
         for (svc_name, found) in &observed.services {

@@ -78,6 +78,14 @@ pub enum BackupStep {
     DeleteCronJob { uid: Option<String> },
 }
 
+/// The PodDisruptionBudget: kept in step with more than one replica, deleted at one.
+#[derive(Debug, Clone)]
+pub enum PdbStep {
+    Nothing,
+    Apply(Box<Child<k8s_openapi::api::policy::v1::PodDisruptionBudget>>),
+    Delete { uid: Option<String> },
+}
+
 /// A data PVC to grow to the spec's size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Growth {
@@ -108,6 +116,7 @@ pub struct Actions {
     /// executor adds the new Secret's uid).
     pub statefulset: Child<StatefulSet>,
     pub backup: BackupStep,
+    pub pdb: PdbStep,
     pub growth: Vec<Growth>,
     /// Published after the writes, in order.
     pub events: Vec<PlannedEvent>,
@@ -329,6 +338,16 @@ pub fn plan(
         },
     };
 
+    let pdb = match (desired::desired_pdb(db, &resolved)?, observed.pdb.ours()) {
+        (Some(want), have) => PdbStep::Apply(Box::new(Child {
+            desired: want,
+            observed: have.cloned(),
+        })),
+        (None, Some(have)) => PdbStep::Delete {
+            uid: have.metadata.uid.clone(),
+        },
+        (None, None) => PdbStep::Nothing,
+    };
     let (growth, problems) = plan_growth(&resolved, &observed.pvcs, &observed.expandable);
     for p in &problems {
         if is_new(prev_degraded.as_deref(), &p.message) {
@@ -412,6 +431,7 @@ pub fn plan(
         services,
         statefulset,
         backup,
+        pdb,
         growth,
         events,
         observation,
@@ -866,6 +886,12 @@ pub fn plan_cleanup(
         "CronJob",
         desired::backup_cronjob_name(&name),
         observed.cronjob.ours(),
+    ));
+    plan.deletes.extend(deletion(
+        Stage::Rest,
+        "PodDisruptionBudget",
+        name.clone(),
+        observed.pdb.ours(),
     ));
     plan.deletes.extend(deletion(
         Stage::Rest,

@@ -1577,6 +1577,11 @@ const RECONCILER_RULES: &[(&str, &[&str], &[&str])] = &[
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
     ("batch", &["jobs"], &["get", "list", "watch"]),
+    (
+        "policy",
+        &["poddisruptionbudgets"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     ("events.k8s.io", &["events"], &["create", "patch"]),
     (
         "coordination.k8s.io",
