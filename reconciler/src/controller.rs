@@ -27,6 +27,7 @@ use crate::desired::{
     COMPONENT_BACKUP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY,
 };
 use crate::leader::LeaderElector;
+use crate::observe::{NameWriters, Writers};
 use crate::reconcile::{error_policy, reconcile};
 
 /// Scope and limits of one controller instance.
@@ -94,7 +95,29 @@ pub async fn run_controller(
     // Children are watched by our label only: a smaller cache, and a child whose label was
     // edited away shows up as deleted, which triggers the owner's reconcile all the same.
     let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let Some(w) = ctx.writers.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    let Some(Writers {
+        statefulsets,
+        services,
+        configmaps,
+        secrets,
+        cronjobs,
+        pdbs,
+        pvcs,
+        pods,
+        jobs,
+        storage_classes,
+        names:
+            NameWriters {
+                statefulsets: names_statefulsets,
+                services: names_services,
+                configmaps: names_configmaps,
+                secrets: names_secrets,
+                cronjobs: names_cronjobs,
+                pvcs: names_pvcs,
+                pdbs: names_pdbs,
+            },
+    }) = ctx.writers.lock().unwrap_or_else(|p| p.into_inner()).take()
+    else {
         warn!("the controller's caches are already fed by another controller; not starting");
         return;
     };
@@ -128,49 +151,49 @@ pub async fn run_controller(
         .owns_stream(cached_watch(
             api::<StatefulSet>(&client, ns),
             children.clone(),
-            w.statefulsets,
+            statefulsets,
         ))
         .owns_stream(cached_watch(
             api::<Service>(&client, ns),
             children.clone(),
-            w.services,
+            services,
         ))
         .owns_stream(cached_watch(
             api::<ConfigMap>(&client, ns),
             children.clone(),
-            w.configmaps,
+            configmaps,
         ))
         .owns_stream(cached_watch(
             api::<Secret>(&client, ns),
             children.clone(),
-            w.secrets,
+            secrets,
         ))
         .owns_stream(cached_watch(
             api::<CronJob>(&client, ns),
             children.clone(),
-            w.cronjobs,
+            cronjobs,
         ))
         .owns_stream(cached_watch(
             api::<PodDisruptionBudget>(&client, ns),
             children.clone(),
-            w.pdbs,
+            pdbs,
         ))
         // Pods (readiness, crashes), PVCs (capacity, resize) and backup Jobs (status
         // lastBackupTime) are not owned by the Database: mapped to it by their instance label.
         .watches_stream(
-            cached_watch(api::<Pod>(&client, ns), children.clone(), w.pods),
+            cached_watch(api::<Pod>(&client, ns), children.clone(), pods),
             instance_owner,
         )
         .watches_stream(
             cached_watch(
                 api::<PersistentVolumeClaim>(&client, ns),
                 children.clone(),
-                w.pvcs,
+                pvcs,
             ),
             instance_owner,
         )
         .watches_stream(
-            cached_watch(api::<Job>(&client, ns), backup_jobs, w.jobs),
+            cached_watch(api::<Job>(&client, ns), backup_jobs, jobs),
             instance_owner,
         )
         // Which names are taken (metadata only, every object of the kinds): only feed caches.
@@ -178,7 +201,7 @@ pub async fn run_controller(
             cached_watch(
                 api::<PartialObjectMeta<StatefulSet>>(&client, ns),
                 watcher::Config::default(),
-                w.names.statefulsets,
+                names_statefulsets,
             ),
             |_| None,
         )
@@ -186,7 +209,7 @@ pub async fn run_controller(
             cached_watch(
                 api::<PartialObjectMeta<Service>>(&client, ns),
                 watcher::Config::default(),
-                w.names.services,
+                names_services,
             ),
             |_| None,
         )
@@ -194,7 +217,7 @@ pub async fn run_controller(
             cached_watch(
                 api::<PartialObjectMeta<ConfigMap>>(&client, ns),
                 watcher::Config::default(),
-                w.names.configmaps,
+                names_configmaps,
             ),
             |_| None,
         )
@@ -202,7 +225,7 @@ pub async fn run_controller(
             cached_watch(
                 api::<PartialObjectMeta<Secret>>(&client, ns),
                 watcher::Config::default(),
-                w.names.secrets,
+                names_secrets,
             ),
             |_| None,
         )
@@ -210,7 +233,15 @@ pub async fn run_controller(
             cached_watch(
                 api::<PartialObjectMeta<CronJob>>(&client, ns),
                 watcher::Config::default(),
-                w.names.cronjobs,
+                names_cronjobs,
+            ),
+            |_| None,
+        )
+        .watches_stream(
+            cached_watch(
+                api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns),
+                watcher::Config::default(),
+                names_pdbs,
             ),
             |_| None,
         )
@@ -218,7 +249,7 @@ pub async fn run_controller(
             cached_watch(
                 api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
                 watcher::Config::default(),
-                w.names.pvcs,
+                names_pvcs,
             ),
             |_| None,
         )
@@ -227,7 +258,7 @@ pub async fn run_controller(
             cached_watch(
                 Api::<StorageClass>::all(client.clone()),
                 watcher::Config::default(),
-                w.storage_classes,
+                storage_classes,
             ),
             |_| None::<ObjectRef<Database>>,
         )
