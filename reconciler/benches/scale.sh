@@ -3,6 +3,7 @@
 # local cluster, on the release binary with its default flags. A measurement script, not a test.
 #
 #   make up && reconciler/benches/scale.sh            # N = 100 and 1000
+#   (or on the test cluster: deploy/local/test-env -- reconciler/benches/scale.sh)
 #   SIZES="100" reconciler/benches/scale.sh
 #   RECONCILER_BIN=/path/to/reconciler reconciler/benches/scale.sh
 #   EXTRA_FLAGS="--kube-qps 50" reconciler/benches/scale.sh
@@ -11,7 +12,8 @@
 # one is scaled to 0 meanwhile, and restored at the end), and left idle for IDLE_SECONDS (10):
 # that window's requests and RSS are the baseline of the same run. Then N Databases (1 replica,
 # steered to kwok nodes through spec.scheduling, so no real database starts) are created with
-# 8 parallel kubectl writers (through the admission webhooks), and the script waits until every
+# 8 parallel kubectl writers (through the admission webhooks when they are installed), and the
+# script waits until every
 # one is Ready, then deletes them all and waits until they are gone. It prints, per N: time to
 # all Ready, API requests per Database by verb on the create path (from the reconciler's
 # db_operator_api_requests_total, the Lease traffic apart), peak RSS (VmHWM), time to all

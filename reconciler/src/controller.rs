@@ -57,8 +57,39 @@ fn instance_owner<K: Resource>(obj: K) -> Option<ObjectRef<Database>> {
     Some(ObjectRef::new(&name).within(&ns))
 }
 
-/// A watch that feeds `writer`'s cache and yields the objects it touched, keeping of their
-/// managedFields only this controller's entries (the rest is most of an object's size).
+/// What a cache keeps of an object: nothing a plan does not read. managedFields keep only this
+/// controller's entries (the rest is most of an object's size); Secrets lose their data (the
+/// credentials are never needed after creation, and are not kept in memory), pods and Jobs
+/// their spec (only metadata and status are read).
+trait Trim {
+    fn trim(&mut self) {}
+}
+impl Trim for StatefulSet {}
+impl Trim for Service {}
+impl Trim for ConfigMap {}
+impl Trim for CronJob {}
+impl Trim for PodDisruptionBudget {}
+impl Trim for PersistentVolumeClaim {}
+impl Trim for StorageClass {}
+impl<K> Trim for PartialObjectMeta<K> {}
+impl Trim for Secret {
+    fn trim(&mut self) {
+        self.data = None;
+        self.string_data = None;
+    }
+}
+impl Trim for Pod {
+    fn trim(&mut self) {
+        self.spec = None;
+    }
+}
+impl Trim for Job {
+    fn trim(&mut self) {
+        self.spec = None;
+    }
+}
+
+/// A watch that feeds `writer`'s cache (objects [`Trim`]med) and yields the objects it touched.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -66,6 +97,7 @@ fn cached_watch<K>(
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()>
+        + Trim
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -79,6 +111,7 @@ where
             if let Some(m) = o.meta_mut().managed_fields.as_mut() {
                 m.retain(|e| e.manager.as_deref() == Some(crate::FIELD_MANAGER));
             }
+            o.trim();
         })
         .reflect(writer)
         .touched_objects()
