@@ -325,8 +325,12 @@ pub fn compute(prev: Option<&DatabaseStatus>, obs: &Observation, now: Timestamp)
         .collect::<Vec<_>>()
         .join("; ");
 
+    // Until a first replica is ready, a Database that has never run is still being created
+    // (the StatefulSet's revisions and counts move meanwhile, the reason does not).
+    let never_ran = prev.and_then(|s| s.phase) != Some(Phase::Running) && ready == 0;
     let progress_reason = match &obs.workload {
         None => "Creating",
+        Some(_) if never_ran => "Creating",
         Some(w) if w.update_revision.is_some() && w.current_revision != w.update_revision => {
             "RollingUpdate"
         }
@@ -597,6 +601,14 @@ mod tests {
             (
                 "nothing_created_yet_is_pending",
                 obs(1, None),
+                "False",
+                "Creating",
+                "False",
+                Phase::Pending,
+            ),
+            (
+                "a_statefulset_without_a_ready_pod_is_still_creating",
+                obs(1, Some(workload(1, 0, 0, "a", "b"))),
                 "False",
                 "Creating",
                 "False",
