@@ -148,7 +148,7 @@ YAML
   while [[ "$(k -n "${ns}" get databases.example.com -o name | wc -l)" -gt 0 ]]; do sleep 1; done
   deleted_s="$(since "${t1}")"
   orphans=0
-  for kind in statefulsets services configmaps secrets cronjobs; do
+  for kind in statefulsets services configmaps secrets cronjobs poddisruptionbudgets; do
     orphans=$(( orphans + $(k -n "${ns}" get "${kind}" -l app.kubernetes.io/managed-by=db-operator -o name | wc -l) ))
   done
   kill "${pid}"; wait "${pid}" 2>/dev/null || true; pid=

@@ -481,6 +481,7 @@ fn storage_status(pvcs: &[PersistentVolumeClaim]) -> Option<api::v1::StorageStat
             .get("storage")
             .cloned()
     };
+    // Nothing to report until a claim is bound and reports a capacity.
     let smallest = pvcs
         .iter()
         .filter_map(|p| {
@@ -488,7 +489,7 @@ fn storage_status(pvcs: &[PersistentVolumeClaim]) -> Option<api::v1::StorageStat
             Some((api::quantity::parse_bytes(&q).ok()?, q.0))
         })
         .min_by_key(|(bytes, _)| *bytes)
-        .map(|(_, text)| text);
+        .map(|(_, text)| text)?;
     let resize_pending = pvcs.iter().any(|p| {
         let asked = claim_storage(p).and_then(|q| api::quantity::parse_bytes(q).ok());
         let has = capacity(p).and_then(|q| api::quantity::parse_bytes(&q).ok());
@@ -505,7 +506,7 @@ fn storage_status(pvcs: &[PersistentVolumeClaim]) -> Option<api::v1::StorageStat
         resizing || matches!((asked, has), (Some(a), Some(h)) if a > h)
     });
     Some(api::v1::StorageStatus {
-        capacity: smallest,
+        capacity: Some(smallest),
         resize_pending,
     })
 }
@@ -1397,6 +1398,11 @@ mod tests {
             })
         );
         assert_eq!(storage_status(&[]), None);
+        assert_eq!(
+            storage_status(&[pvc("data-orders-0", "grows", "10Gi", false)]),
+            None,
+            "not bound yet: nothing to report"
+        );
     }
 
     #[test]
