@@ -149,9 +149,21 @@ async fn statefulset_with_volume_claims_gets_ready_pods_on_a_kwok_node() {
     let claims: Api<PersistentVolumeClaim> = ns.api();
     let volumes: Api<PersistentVolume> = Api::all(ns.client());
     for claim in ["data-web-0", "data-web-1"] {
-        let pvc = claims.get(claim).await.unwrap();
-        let status = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
-        assert_eq!(status, Some("Bound"), "claim {claim}");
+        // The PV controller records the binding in the claim's status on its own schedule,
+        // which can trail the pod starting (the scheduler reads the PV's claimRef).
+        let pvc = wait_for(
+            Duration::from_secs(30),
+            &format!("claim {claim} Bound"),
+            || async {
+                let pvc = claims.get(claim).await.map_err(NotYet::from)?;
+                match pvc.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                    Some("Bound") => Ok(pvc),
+                    other => Err(NotYet::new(format!("phase {other:?}"))),
+                }
+            },
+        )
+        .await
+        .unwrap();
         let pv_name = pvc
             .spec
             .as_ref()
