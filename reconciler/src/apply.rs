@@ -98,36 +98,19 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let (applied, observed) = match &child.observed {
         Some(o) => (Applied::Updated, o.clone()),
-        None => {
-            let pp = PostParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..Default::default()
-            };
-            match api.create(&pp, &child.desired).await {
-                Ok(created) => {
-                    ctx.expectations.wrote(
-                        kind,
-                        &ns,
-                        &name,
-                        created.meta().resource_version.as_deref(),
-                    );
-                    return Ok((Applied::Created, Some(created)));
-                }
-                Err(e) if is_already_exists(&e) => {
-                    // Something is under the name that the caches do not show: look at it.
-                    match api
-                        .get_opt(&name)
-                        .await
-                        .map_err(|e| Error::kube("get", kind, &ns, &name, e))?
-                    {
-                        Some(x) if controlled_by(x.meta(), db) => (Applied::Updated, x),
-                        Some(_) => return Err(name_conflict(db, kind, &name)),
-                        None => return Err(Error::Stale(format!("{kind} {ns}/{name}"))),
-                    }
-                }
-                Err(e) => return Err(Error::kube("create", kind, &ns, &name, e)),
-            }
-        }
+        None => match create_if_absent(ctx, &api, kind, &ns, &name, &child.desired).await? {
+            Some(created) => return Ok((Applied::Created, Some(created))),
+            // Something is under the name that the caches do not show: look at it.
+            None => match api
+                .get_opt(&name)
+                .await
+                .map_err(|e| Error::kube("get", kind, &ns, &name, e))?
+            {
+                Some(x) if controlled_by(x.meta(), db) => (Applied::Updated, x),
+                Some(_) => return Err(name_conflict(db, kind, &name)),
+                None => return Err(Error::Stale(format!("{kind} {ns}/{name}"))),
+            },
+        },
     };
     if let (Ok(d), Ok(o)) = (
         serde_json::to_value(&child.desired),
@@ -221,9 +204,11 @@ fn apply_error(e: kube::Error, kind: &'static str, ns: &str, name: &str) -> Erro
     }
 }
 
-/// Creates `object` unless the name is taken; never overwrites. Returns the created object, or
-/// `None` when the name was taken.
+/// Creates `object` unless the name is taken; never overwrites. Returns the created object
+/// (its resourceVersion remembered, so a cache that has not seen it yet waits), or `None` when
+/// the name was taken.
 async fn create_if_absent<K>(
+    ctx: &Context,
     api: &Api<K>,
     kind: &'static str,
     ns: &str,
@@ -238,7 +223,11 @@ where
         ..Default::default()
     };
     match api.create(&pp, object).await {
-        Ok(created) => Ok(Some(created)),
+        Ok(created) => {
+            ctx.expectations
+                .wrote(kind, ns, name, created.meta().resource_version.as_deref());
+            Ok(Some(created))
+        }
         Err(e) if is_already_exists(&e) => Ok(None),
         Err(e) => Err(Error::kube("create", kind, ns, name, e)),
     }
@@ -294,14 +283,8 @@ async fn credentials(
                 &desired::generate_password(),
             )?;
             if let Some(created) =
-                create_if_absent(&api, "Secret", &ns, &secret_name, &secret).await?
+                create_if_absent(ctx, &api, "Secret", &ns, &secret_name, &secret).await?
             {
-                ctx.expectations.wrote(
-                    "Secret",
-                    &ns,
-                    &secret_name,
-                    created.metadata.resource_version.as_deref(),
-                );
                 written.note(Applied::Created, "Secret", &secret_name);
                 return Ok(created.metadata.uid);
             }
@@ -461,14 +444,10 @@ async fn backup(
             if let Some(pvc) = create_pvc {
                 let pvc_name = desired::backup_pvc_name(&name);
                 let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-                match create_if_absent(&api, "PersistentVolumeClaim", &ns, &pvc_name, pvc).await? {
-                    Some(created) => {
-                        ctx.expectations.wrote(
-                            "PersistentVolumeClaim",
-                            &ns,
-                            &pvc_name,
-                            created.metadata.resource_version.as_deref(),
-                        );
+                match create_if_absent(ctx, &api, "PersistentVolumeClaim", &ns, &pvc_name, pvc)
+                    .await?
+                {
+                    Some(_) => {
                         written.note(Applied::Created, "PersistentVolumeClaim", &pvc_name);
                     }
                     None => {

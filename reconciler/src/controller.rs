@@ -167,17 +167,11 @@ pub async fn run_controller(
         loop {
             tick.tick().await;
             let state = databases.state();
-            metrics.set_phases(state.iter().map(|d| {
-                d.status
-                    .as_ref()
-                    .and_then(|s| s.phase.as_ref())
-                    .map(|p| match p {
-                        api::v1::Phase::Pending => "Pending",
-                        api::v1::Phase::Running => "Running",
-                        api::v1::Phase::Failed => "Failed",
-                        api::v1::Phase::Terminating => "Terminating",
-                    })
-            }));
+            metrics.set_phases(
+                state
+                    .iter()
+                    .map(|d| d.status.as_ref().and_then(|s| s.phase)),
+            );
         }
     }));
     controller

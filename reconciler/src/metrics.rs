@@ -169,21 +169,24 @@ impl Metrics {
     }
 
     /// Sets the by-phase gauges from the phases of the Databases in the cache.
-    pub fn set_phases<'a>(&self, phases: impl Iterator<Item = Option<&'a str>>) {
-        let mut counts: std::collections::BTreeMap<&str, i64> =
-            ["Pending", "Running", "Failed", "Terminating", "Unknown"]
-                .into_iter()
-                .map(|p| (p, 0))
-                .collect();
+    pub fn set_phases(&self, phases: impl Iterator<Item = Option<api::v1::Phase>>) {
+        use api::v1::Phase;
+        let label = |p: Option<Phase>| p.map_or_else(|| "Unknown".to_owned(), |p| p.to_string());
+        let mut counts: std::collections::BTreeMap<String, i64> = [
+            Some(Phase::Pending),
+            Some(Phase::Running),
+            Some(Phase::Failed),
+            Some(Phase::Terminating),
+            None,
+        ]
+        .into_iter()
+        .map(|p| (label(p), 0))
+        .collect();
         for p in phases {
-            *counts.entry(p.unwrap_or("Unknown")).or_default() += 1;
+            *counts.entry(label(p)).or_default() += 1;
         }
         for (phase, n) in counts {
-            self.databases
-                .get_or_create(&PhaseLabels {
-                    phase: phase.to_owned(),
-                })
-                .set(n);
+            self.databases.get_or_create(&PhaseLabels { phase }).set(n);
         }
     }
 
@@ -227,7 +230,8 @@ mod tests {
     #[test]
     fn databases_are_counted_by_phase_with_zeroes_for_the_empty_ones() {
         let m = Metrics::new();
-        m.set_phases([Some("Running"), Some("Running"), None].into_iter());
+        use api::v1::Phase;
+        m.set_phases([Some(Phase::Running), Some(Phase::Running), None].into_iter());
         let text = m.encode();
         for line in [
             "db_operator_databases{phase=\"Running\"} 2",
@@ -236,7 +240,7 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
-        m.set_phases([Some("Failed")].into_iter());
+        m.set_phases([Some(Phase::Failed)].into_iter());
         assert!(m
             .encode()
             .contains("db_operator_databases{phase=\"Running\"} 0"));

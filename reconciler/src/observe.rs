@@ -512,7 +512,12 @@ pub fn observe(db: &Database, stores: &Stores) -> Observed {
     }
 }
 
-async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
+async fn get<K>(
+    client: &Client,
+    kind: &'static str,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -522,7 +527,7 @@ where
     Api::<K>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
-        .map_err(|e| Error::kube("get", "object", ns, name, e))
+        .map_err(|e| Error::kube("get", kind, ns, name, e))
 }
 
 /// Reads the [`Observed::unknown`] names (one GET each; the only reads a reconcile makes, and
@@ -537,7 +542,7 @@ pub async fn look_up_unknown(
     for (kind, child) in std::mem::take(&mut observed.unknown) {
         match kind {
             "StatefulSet" => {
-                let found = get::<StatefulSet>(client, &ns, &child).await?;
+                let found = get::<StatefulSet>(client, kind, &ns, &child).await?;
                 observed.foreign_statefulset_uid = found
                     .as_ref()
                     .filter(|s| !controlled_by(&s.metadata, db))
@@ -550,35 +555,36 @@ pub async fn look_up_unknown(
                     .ours()
                     .and_then(|s| s.annotations().get(desired::ANNOTATION_CREDENTIALS_UID))
                     .cloned();
-                observed.secret = Found::classify(get(client, &ns, &child).await?, |s| {
+                observed.secret = Found::classify(get(client, kind, &ns, &child).await?, |s| {
                     secret_is_ours(s, db, recorded.as_deref())
                 });
             }
             "ConfigMap" => {
-                observed.config = Found::classify(get(client, &ns, &child).await?, |c| {
+                observed.config = Found::classify(get(client, kind, &ns, &child).await?, |c| {
                     controlled_by(&c.metadata, db)
                 });
             }
             "Service" => {
-                let found = Found::classify(get(client, &ns, &child).await?, |s: &Service| {
-                    controlled_by(&s.metadata, db)
-                });
+                let found =
+                    Found::classify(get(client, kind, &ns, &child).await?, |s: &Service| {
+                        controlled_by(&s.metadata, db)
+                    });
                 if let Some(slot) = observed.services.iter_mut().find(|(n, _)| *n == child) {
                     slot.1 = found;
                 }
             }
             "CronJob" => {
-                observed.cronjob = Found::classify(get(client, &ns, &child).await?, |c| {
+                observed.cronjob = Found::classify(get(client, kind, &ns, &child).await?, |c| {
                     controlled_by(&c.metadata, db)
                 });
             }
             "PodDisruptionBudget" => {
-                observed.pdb = Found::classify(get(client, &ns, &child).await?, |p| {
+                observed.pdb = Found::classify(get(client, kind, &ns, &child).await?, |p| {
                     controlled_by(&p.metadata, db)
                 });
             }
             "PersistentVolumeClaim" => {
-                observed.backup_pvc = Found::classify(get(client, &ns, &child).await?, |p| {
+                observed.backup_pvc = Found::classify(get(client, kind, &ns, &child).await?, |p| {
                     backup_pvc_is_ours(p, &name)
                 });
             }
