@@ -686,6 +686,22 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_makes_no_
     assert_eq!(sts_spec.replicas, Some(2));
     assert_eq!(sts_spec.service_name.as_deref(), Some("orders-headless"));
     assert!(pod_spec.containers[0].readiness_probe.is_some());
+    // No affinity in spec.scheduling: the replicas prefer separate nodes.
+    let spread = pod_spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|terms| {
+            terms
+                .iter()
+                .map(|t| t.pod_affinity_term.topology_key.clone())
+                .collect::<Vec<_>>()
+        });
+    assert_eq!(spread, Some(vec!["kubernetes.io/hostname".to_owned()]));
     assert_eq!(
         pod_spec
             .security_context
@@ -807,13 +823,25 @@ async fn database_becomes_ready_with_owned_children_and_idle_reconcile_makes_no_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_follows_spec_replicas() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     let ns = setup("rec-scale").await;
     let replica = start_controller(&ns).await;
     create_db(&ns, "inventory", spec(Engine::Mysql, 1, "8.4.0", "1Gi")).await;
-    wait_ready(&ns, "inventory", 1).await;
+    let db = wait_ready(&ns, "inventory", 1).await;
+    assert!(
+        !exists::<PodDisruptionBudget>(&ns, "inventory").await,
+        "one replica: no PodDisruptionBudget (it would block every drain)"
+    );
     patch_spec(&ns, "inventory", json!({"replicas": 3})).await;
     wait_ready(&ns, "inventory", 3).await;
     assert_eq!(pods(&ns, "inventory").await.len(), 3);
+    // More than one replica: a drain may take one database pod at a time.
+    let pdb: PodDisruptionBudget = ns.api().get("inventory").await.unwrap();
+    assert!(owned_by(&pdb, &db));
+    assert_eq!(
+        pdb.spec.and_then(|s| s.max_unavailable),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
     patch_spec(&ns, "inventory", json!({"replicas": 1})).await;
     wait_ready(&ns, "inventory", 1).await;
     wait_for(WAIT, "scale-down to leave one pod", || async {
@@ -824,6 +852,19 @@ async fn scaling_follows_spec_replicas() {
             Err(NotYet::new(format!("{n} pods")))
         }
     })
+    .await
+    .unwrap();
+    wait_for(
+        WAIT,
+        "the PodDisruptionBudget to go at one replica",
+        || async {
+            if exists::<PodDisruptionBudget>(&ns, "inventory").await {
+                Err(NotYet::new("still there"))
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await
     .unwrap();
     teardown(ns, replica).await;
