@@ -253,7 +253,17 @@ pub fn plan(
         }
         _ => None,
     };
-    let pause = status::rollout_pause(template_current, observed_pause.clone(), stall.as_ref());
+    // A pause holds back a rolling update (pods on the old revision still to replace). Without
+    // one (the Database being created, every pod on the current revision), a pod that is slow
+    // to become Ready is reported as stalled while it is, and nothing is held back afterwards.
+    let rolling = workload
+        .as_ref()
+        .is_some_and(|w| w.update_revision.is_some() && w.current_revision != w.update_revision);
+    let pause = if rolling {
+        status::rollout_pause(template_current, observed_pause.clone(), stall.as_ref())
+    } else {
+        None
+    };
     if let Some((pod, partition)) = &pause {
         if let Some(ru) = sts
             .spec
@@ -1180,6 +1190,17 @@ mod tests {
                 writes_statefulset: true,
             },
             Row {
+                behaviour: "creating: a first pod slow past the timeout is stalled, but nothing is paused",
+                ready: 0,
+                pods: vec![pod("orders-0", "r1", false, 400)],
+                paused_at: None,
+                change_template: false,
+                stalled: Some("updated pod orders-0 has not become Ready for 400s"),
+                partition: Some(0),
+                events: vec![status::REASON_ROLLOUT_STALLED],
+                writes_statefulset: false,
+            },
+            Row {
                 behaviour: "paused: the pause holds while the template is unchanged, even once the pod is ready",
                 ready: 2,
                 pods: vec![pod("orders-0", "r1", true, 900), pod("orders-1", "r2", true, 10)],
@@ -1204,7 +1225,7 @@ mod tests {
         ];
         for row in rows {
             let mut d = db("orders", spec(Engine::Postgres, 2));
-            let (rev, update) = if row.ready == 2 && row.paused_at.is_none() {
+            let (rev, update) = if row.ready == 0 || (row.ready == 2 && row.paused_at.is_none()) {
                 ("r1", "r1")
             } else {
                 ("r1", "r2")
